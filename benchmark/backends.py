@@ -1,0 +1,150 @@
+"""Where runs execute: local subprocesses, or Ray tasks that each run the same subprocess.
+
+A backend starts runs (``submit``), reports the ones that ended (``poll``), and kills whatever is still
+running (``stop``). Retries, skipping and bookkeeping live in the runner, so both backends behave alike.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+KILL_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a backend needs to start one attempt of a run."""
+
+    name: str
+    script_args: list[str]  # script path and flags; the interpreter is the executing machine's own
+    cwd: str
+    environment: dict[str, str]
+    log_path: str
+    log_header: str
+
+
+@dataclass(frozen=True)
+class Ended:
+    name: str
+    returncode: int | None  # None: the run's process could not report (e.g. its Ray worker died)
+    error: str = ""
+
+
+def _die_with_parent(parent_pid: int):
+    """preexec_fn: the child gets SIGTERM when its parent dies, so a SIGKILLed runner leaves no orphans
+    that would train on next to the re-run's copy of the same run (Linux only)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, before fork, not in the child
+
+    def set_death_signal():
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return set_death_signal
+
+
+def start_process(job: Job) -> subprocess.Popen:
+    """Start the run's script with this machine's interpreter, appending its output to the run's log."""
+    os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+    with open(job.log_path, "a") as log:
+        log.write(job.log_header)
+        log.flush()
+        return subprocess.Popen(
+            [sys.executable, *job.script_args], cwd=job.cwd, env={**os.environ, **job.environment},
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
+
+
+def run_to_completion(job: Job) -> int:
+    """Body of a Ray task: the same subprocess as a local run, waited for."""
+    return start_process(job).wait()
+
+
+class LocalBackend:
+    """Child processes of the runner; at most ``workers`` at a time is the runner's job."""
+
+    def __init__(self):
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def submit(self, job: Job) -> None:
+        self.processes[job.name] = start_process(job)
+
+    def poll(self, timeout: float) -> list[Ended]:
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = [Ended(name, process.returncode) for name, process in self.processes.items()
+                     if process.poll() is not None]
+            if ended or time.monotonic() >= deadline:
+                for item in ended:
+                    del self.processes[item.name]
+                return ended
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM every child, SIGKILL those still alive after a grace period."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + KILL_GRACE_S
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+    def close(self) -> None:
+        self.stop()
+
+
+class RayBackend:
+    """One Ray task (num_cpus=1) per attempt, on a running cluster (``address``) or a local instance."""
+
+    def __init__(self, address: str | None, num_cpus: int | None):
+        import ray  # optional dependency: only this backend needs it
+
+        self.ray = ray
+        # Ship this module by value: Ray workers need not have the repository on their import path.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # max_retries=0: a retry is the runner's decision, logged and counted like a local one.
+        self.task = ray.remote(num_cpus=1, max_retries=0)(run_to_completion)
+        self.refs: dict = {}
+
+    def submit(self, job: Job) -> None:
+        self.refs[self.task.remote(job)] = job.name
+
+    def poll(self, timeout: float) -> list[Ended]:
+        if not self.refs:
+            time.sleep(timeout)
+            return []
+        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout)
+        ended = []
+        for ref in ready:
+            name = self.refs.pop(ref)
+            try:
+                ended.append(Ended(name, self.ray.get(ref)))
+            except Exception as error:  # a dead worker or node: the run failed, the runner goes on
+                ended.append(Ended(name, None, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"))
+        return ended
+
+    def stop(self) -> None:
+        """Force-cancelling kills the task's worker; its child run then dies with it (death signal)."""
+        for ref in self.refs:
+            self.ray.cancel(ref, force=True)
+        self.refs.clear()
+
+    def close(self) -> None:
+        self.stop()
+        self.ray.shutdown()

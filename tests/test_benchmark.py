@@ -1,0 +1,296 @@
+"""The benchmark runner end to end: real runner processes launching the real cleanrl_pave scripts.
+
+Tiny runs (Pendulum, 300 steps, 32-32 networks) keep this file to a few minutes on 2 cores.
+"""
+
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tyro
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_PY = REPO / "benchmark" / "run.py"
+SCRIPTS_DIR = REPO / "cleanrl_pave"
+PAPER_SEEDS = [178132, 410580, 922852, 787576, 660993]
+PAPER_ENVS = ["LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5"]
+TRAINING_STEPS = {"Pendulum-v1": 100_000, "LunarLanderContinuous-v3": 500_000, "Reacher-v5": 500_000,
+                  "Ant-v5": 1_000_000, "Hopper-v5": 1_000_000, "Walker2d-v5": 1_000_000}  # SPEC section 4
+SUITE_SIZES = {"td3_main": 150, "sac_main": 150, "ablation": 80, "sensitivity": 105, "critic_centric": 40,
+               "caps_pave": 20, "lipsnet": 120, "quick": 4}
+
+TINY_SUITE = {
+    "description": "test suite: 4 tiny runs",
+    "seeds": [1, 2],
+    "envs": ["Pendulum-v1"],
+    "scripts": ["td3_continuous", "sac_continuous"],
+    "flags": {"total-timesteps": 300, "learning-starts": 100, "buffer-size": 1000, "hidden-sizes": [32, 32],
+              "eval-freq": 0, "eval-episodes": 1},
+}
+TINY_RUNS = ["Pendulum-v1__td3_continuous__1", "Pendulum-v1__td3_continuous__2",
+             "Pendulum-v1__sac_continuous__1", "Pendulum-v1__sac_continuous__2"]
+
+
+def benchmark(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUN_PY), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_benchmark(*args, env=None) -> subprocess.Popen:
+    """A runner in its own process group, so the test can kill it and its runs together."""
+    return subprocess.Popen([sys.executable, str(RUN_PY), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
+
+
+def write_suite(directory: Path, name: str, suite: dict) -> Path:
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(suite))
+    return path
+
+
+def dry_run(*args) -> list[dict]:
+    """The dry-run's commands, each parsed into its script and flags."""
+    result = benchmark(*args, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    commands = []
+    for line in result.stdout.splitlines():
+        tokens = shlex.split(line.split(" && ", 1)[1])
+        script_index = next(i for i, token in enumerate(tokens) if token.endswith(".py"))
+        flags = tokens[script_index + 1:]
+        commands.append({"script": Path(tokens[script_index]).stem, "args": flags,
+                         **{name: flags[flags.index(f"--{name}") + 1]
+                            for name in ("env-id", "seed", "run-name", "checkpoint-freq")}})
+    return commands
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def results(out: Path, name: str) -> Path:
+    return out / "runs" / name / "results.json"
+
+
+def state(out: Path, suite: str) -> dict:
+    return json.loads((out / "state" / f"{suite}.json").read_text())["runs"]
+
+
+def processes_in(directory: Path) -> list[int]:
+    """Pids of live processes whose working directory is `directory` (the runs of a runner using it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == directory:
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scripts_written():
+    if "def main" not in (SCRIPTS_DIR / "td3_continuous.py").read_text():
+        pytest.fail("cleanrl_pave/td3_continuous.py has no main()")
+
+
+@pytest.fixture
+def tiny_suite(tmp_path) -> Path:
+    return write_suite(tmp_path, "tiny", TINY_SUITE)
+
+
+# ---------------------------------------------------------------- suites and commands (no training)
+
+def test_td3_main_dry_run_lists_150_commands_with_the_paper_seeds():
+    commands = dry_run("--suite", "td3_main")
+    assert len(commands) == 150
+    assert len({command["run-name"] for command in commands}) == 150
+    seeds = [int(command["seed"]) for command in commands]
+    assert set(seeds) == set(PAPER_SEEDS) and all(seeds.count(seed) == 30 for seed in PAPER_SEEDS)
+    assert {command["env-id"] for command in commands} == set(PAPER_ENVS)
+    assert {command["script"] for command in commands} == {
+        "td3_continuous", "td3_caps_continuous", "td3_grad_continuous", "td3_asap_continuous", "td3_pave_continuous"}
+    for command in commands:
+        assert "--resume" in command["args"] and command["args"][command["args"].index("--threads") + 1] == "1"
+        assert command["run-name"] == f"{command['env-id']}__{command['script']}__{command['seed']}"
+
+
+@pytest.mark.parametrize("suite, size", SUITE_SIZES.items())
+def test_every_suite_expands_with_paper_training_steps(suite, size):
+    commands = dry_run("--suite", suite)
+    assert len(commands) == size and len({command["run-name"] for command in commands}) == size
+    for command in commands:
+        steps = int(command["args"][command["args"].index("--total-timesteps") + 1])
+        if suite != "quick":
+            assert steps == TRAINING_STEPS[command["env-id"]]
+        assert int(command["checkpoint-freq"]) == round(steps * 0.1)
+
+
+def test_suite_commands_parse_with_each_scripts_own_cli():
+    """Every flag a suite passes (lambdas, tracking, resume, ...) exists in the scripts written so far."""
+    parsers = {}
+    checked = set()
+    for suite in SUITE_SIZES:
+        for command in dry_run("--suite", suite, "--track"):
+            path = SCRIPTS_DIR / f"{command['script']}.py"
+            variant = (command["script"], tuple(token for token in command["args"] if token.startswith("--")))
+            if not path.exists() or variant in checked:
+                continue
+            checked.add(variant)
+            if command["script"] not in parsers:
+                spec = importlib.util.spec_from_file_location(f"benchmark_test_{command['script']}", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                parsers[command["script"]] = module.Args
+            args = tyro.cli(parsers[command["script"]], args=command["args"])
+            assert args.resume and args.track and args.run_name == command["run-name"]
+    assert "td3_continuous" in parsers and "sac_continuous" in parsers
+
+
+def test_filters_and_overrides_shape_the_commands():
+    commands = dry_run("--suite", "td3_main", "--filter", "env=Walker*", "--filter", "script=td3_pave*,td3_continuous",
+                       "--filter", "seed=178132", "--set", "total-timesteps=2000", "--set", "hidden-sizes=64 64")
+    assert [(command["env-id"], command["script"]) for command in commands] == [
+        ("Walker2d-v5", "td3_continuous"), ("Walker2d-v5", "td3_pave_continuous")]
+    for command in commands:
+        assert command["args"].count("--total-timesteps") == 1 and command["checkpoint-freq"] == "200"
+        assert shlex.join(command["args"]).find("--hidden-sizes 64 64") >= 0
+
+
+def test_ablation_and_sensitivity_cells_set_the_pave_flags():
+    ablation = {command["run-name"]: command["args"] for command in dry_run("--suite", "ablation")}
+    curv_only = ablation["Walker2d-v5__td3_pave_continuous__curv__178132"]
+    assert shlex.join(curv_only).count("--lam-mpr 0") == 1 and "--lam-vfc" in curv_only
+    assert "--lam-curv" not in curv_only
+    assert "Walker2d-v5__td3_continuous__178132" in ablation  # the all-off cell is the base
+    tags = {command["run-name"].split("__")[2] for command in dry_run("--suite", "sensitivity")
+            if command["run-name"].count("__") == 3}
+    assert {"lam-mpr0.001", "lam-vfc10", "lam-curv0.0001", "pave-sigma0.1", "pave-delta10"} <= tags
+
+
+def test_bad_input_gives_a_one_line_error(tmp_path):
+    unknown_suite = benchmark("--suite", "no_such_suite", "--dry-run")
+    assert unknown_suite.returncode == 2 and "unknown suite 'no_such_suite'" in unknown_suite.stderr
+    assert len(unknown_suite.stderr.strip().splitlines()) == 1
+    bad_script = write_suite(tmp_path, "bad_script", {**TINY_SUITE, "scripts": ["td3_nope_continuous"]})
+    unknown_script = benchmark("--suite", bad_script, "--dry-run")
+    assert unknown_script.returncode == 2 and "unknown script 'td3_nope_continuous'" in unknown_script.stderr
+    assert len(unknown_script.stderr.strip().splitlines()) == 1
+    runner_flag = benchmark("--suite", "quick", "--set", "seed=3", "--dry-run")
+    assert runner_flag.returncode == 2 and "set by the runner" in runner_flag.stderr
+
+
+def test_slurm_job_has_one_array_task_per_run(tmp_path):
+    out = tmp_path / "cluster"
+    result = benchmark("--suite", "td3_main", "--backend", "slurm", "--out", out, "--slurm-max-parallel", "20")
+    assert result.returncode == 0, result.stderr
+    sbatch = (out / "slurm" / "td3_main.sbatch").read_text()
+    assert "#SBATCH --array=0-149%20" in sbatch and "#SBATCH --cpus-per-task=1" in sbatch
+    lines = (out / "slurm" / "td3_main.commands").read_text().splitlines()
+    names = [command["run-name"] for command in dry_run("--suite", "td3_main", "--out", out)]
+    assert len(lines) == 150
+    for line, name in zip(lines, names, strict=True):
+        assert f"--run-name {name} " in line and f"logs/{name}.log" in line
+
+
+def test_slurm_array_task_runs_its_line_once(tmp_path, tiny_suite):
+    out = tmp_path / "cluster"
+    assert benchmark("--suite", tiny_suite, "--backend", "slurm", "--out", out).returncode == 0
+    sbatch = out / "slurm" / "tiny.sbatch"
+    assert "#SBATCH --array=0-3\n" in sbatch.read_text()
+    task = {**os.environ, "SLURM_ARRAY_TASK_ID": "2"}
+    subprocess.run(["bash", sbatch], env=task, check=True, timeout=300)
+    assert [name for name in TINY_RUNS if results(out, name).exists()] == [TINY_RUNS[2]]
+    finished = results(out, TINY_RUNS[2]).stat().st_mtime_ns
+    subprocess.run(["bash", sbatch], env=task, check=True, timeout=60)  # a resubmitted task skips a done run
+    assert results(out, TINY_RUNS[2]).stat().st_mtime_ns == finished
+
+
+# ---------------------------------------------------------------- running suites
+
+def test_local_suite_runs_then_skips_everything(tmp_path, tiny_suite):
+    out = tmp_path / "out"
+    first = benchmark("--suite", tiny_suite, "--out", out, "--workers", 2)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "4 done, 0 skipped" in first.stdout
+    for name in TINY_RUNS:
+        run_results = json.loads(results(out, name).read_text())
+        assert run_results["run_name"] == name and run_results["global_step"] == 300
+        assert (out / "logs" / f"{name}.log").exists()
+    assert {entry["status"] for entry in state(out, "tiny").values()} == {"done"}
+    mtimes = {name: results(out, name).stat().st_mtime_ns for name in TINY_RUNS}
+
+    second = benchmark("--suite", tiny_suite, "--out", out, "--workers", 2)
+    assert second.returncode == 0 and "0 done, 4 skipped" in second.stdout
+    assert {name: results(out, name).stat().st_mtime_ns for name in TINY_RUNS} == mtimes
+
+
+def test_failed_run_is_retried_reported_and_fails_the_runner(tmp_path):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, "broken", {**TINY_SUITE, "seeds": [1], "scripts": ["td3_continuous"],
+                                             "cells": [{"tag": "bad", "flags": {"no-such-flag": 1}}]})
+    result = benchmark("--suite", suite, "--out", out, "--retries", 1)
+    log = out / "logs" / "Pendulum-v1__td3_continuous__bad__1.log"
+    assert result.returncode == 1
+    assert "0 done, 0 skipped (results existed), 1 failed" in result.stdout
+    assert f"Pendulum-v1__td3_continuous__bad__1: exit 2, log {log}" in result.stdout
+    assert log.read_text().count("===== benchmark runner") == 2  # the first attempt and one retry
+    entry = state(out, "broken")["Pendulum-v1__td3_continuous__bad__1"]
+    assert entry["status"] == "failed" and entry["attempts"] == 2 and entry["log"] == str(log)
+
+
+def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_suite):
+    out = tmp_path / "out"
+    first, second = TINY_RUNS[0], TINY_RUNS[1]
+    # 1. SIGKILL the runner's whole process group once one run finished and the next has a checkpoint.
+    runner = start_benchmark("--suite", tiny_suite, "--out", out, "--workers", 1)
+    checkpoint = out / "runs" / second / "checkpoint.pt"
+    wait_for(lambda: results(out, first).exists() and checkpoint.exists(), 300, "a finished run and a checkpoint")
+    os.killpg(runner.pid, signal.SIGKILL)
+    runner.wait()
+    wait_for(lambda: not processes_in(out), 10, "the killed runs to end")
+    assert not results(out, second).exists()
+    finished = results(out, first).stat().st_mtime_ns
+
+    # 2. SIGTERM a re-run once the second run has resumed: the runner stops its runs, records them as
+    #    interrupted, leaves no process behind and exits 128 + SIGTERM.
+    runner = start_benchmark("--suite", tiny_suite, "--out", out, "--workers", 2)
+    second_log = out / "logs" / f"{second}.log"
+    wait_for(lambda: "resuming at step" in second_log.read_text(), 120, "the second run to resume")
+    runner.send_signal(signal.SIGTERM)
+    output = runner.communicate(timeout=60)[0]
+    assert runner.returncode == 128 + signal.SIGTERM, output
+    assert f"{second}  attempt 2, resuming from checkpoint" in output
+    assert state(out, "tiny")[second]["status"] == "interrupted"
+    assert not processes_in(out)
+
+    # 3. A final re-run completes the suite and leaves the finished run alone.
+    final = benchmark("--suite", tiny_suite, "--out", out, "--workers", 2)
+    assert final.returncode == 0, final.stdout
+    assert "1 skipped" in final.stdout and all(results(out, name).exists() for name in TINY_RUNS)
+    assert results(out, first).stat().st_mtime_ns == finished
+    assert {entry["status"] for entry in state(out, "tiny").values()} == {"done"}
+
+
+def test_suite_runs_on_a_local_ray_instance(tmp_path, tiny_suite):
+    pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
+    out = tmp_path / "out"
+    # Ray's memory monitor kills tasks when the whole machine is near full, whoever uses the memory;
+    # on a shared test machine that would make this test flaky, and it is not what the test is about.
+    result = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray", "--workers", 2,
+                       env={"RAY_memory_monitor_refresh_ms": "0"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 done, 0 skipped" in result.stdout
+    assert all(json.loads(results(out, name).read_text())["run_name"] == name for name in TINY_RUNS)
+    again = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray")
+    assert again.returncode == 0 and "0 done, 4 skipped" in again.stdout
