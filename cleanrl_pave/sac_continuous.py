@@ -322,8 +322,9 @@ def main(args: Args) -> dict:
     actor, qf = make_agent(args, obs_dim, act_dim)
     actor, qf = actor.to(device), qf.to(device)
     qf_target = copy.deepcopy(qf)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # fused Adam updates all parameters in one kernel: measured fastest on CPU (README, "Speed")
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     online_params, target_params = list(qf.parameters()), list(qf_target.parameters())
     actor_params = list(actor.parameters())
     rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),

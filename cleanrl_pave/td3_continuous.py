@@ -308,8 +308,9 @@ def main(args: Args) -> dict:
     actor, qf = make_agent(args, obs_dim, act_dim)
     actor, qf = actor.to(device), qf.to(device)
     actor_target, qf_target = copy.deepcopy(actor), copy.deepcopy(qf)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # fused Adam updates all parameters in one kernel: measured fastest on CPU (README, "Speed")
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     online_params = [*actor.parameters(), *qf.parameters()]
     target_params = [*actor_target.parameters(), *qf_target.parameters()]
     actor_params = list(actor.parameters())

@@ -282,15 +282,23 @@ def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_suite
     assert {entry["status"] for entry in state(out, "tiny").values()} == {"done"}
 
 
-def test_suite_runs_on_a_local_ray_instance(tmp_path, tiny_suite):
-    pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
-    out = tmp_path / "out"
+def test_suite_runs_on_ray_started_by_the_runner_or_already_running(tmp_path, tiny_suite, monkeypatch):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
     # Ray's memory monitor kills tasks when the whole machine is near full, whoever uses the memory;
     # on a shared test machine that would make this test flaky, and it is not what the test is about.
-    result = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray", "--workers", 2,
-                       env={"RAY_memory_monitor_refresh_ms": "0"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 done, 0 skipped" in result.stdout
+    monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
+    out = tmp_path / "out"
+    # Seed 1: the runner starts a local Ray instance itself (ray.init(num_cpus=2, include_dashboard=False)).
+    started = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray", "--workers", 2, "--filter", "seed=1")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "2 done, 0 skipped" in started.stdout
+    # Seed 2: the runner joins a Ray instance that is already running.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        joined = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray", "--ray-address", address)
+    finally:
+        ray.shutdown()
+    assert joined.returncode == 0, joined.stdout + joined.stderr
+    assert "2 done, 2 skipped" in joined.stdout
     assert all(json.loads(results(out, name).read_text())["run_name"] == name for name in TINY_RUNS)
-    again = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray")
-    assert again.returncode == 0 and "0 done, 4 skipped" in again.stdout
