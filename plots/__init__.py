@@ -1,0 +1,1 @@
+"""Result tables and learning curves for cleanrl_pave runs (loader, tables, curves)."""
