@@ -22,8 +22,8 @@ method                ``base``, ``pave``, ``caps_pave``, ... (from the script na
 seed                  training seed (int)
 metric                ``re``/``sm`` (final evaluation, mean over its episodes),
                       ``re_episode``/``sm_episode`` (one row per final-evaluation episode),
-                      ``eval/episodic_return``, ``eval/smoothness``, ``geometry/...`` (curves over
-                      steps), ``M_sup``, ``ndef_rate``, ... (critic geometry JSONs)
+                      ``eval/episodic_return``, ``eval/smoothness``, ``eval/action_change``,
+                      ``geometry/...`` (curves over steps), ``M_sup``, ``ndef_rate``, ... (critic geometry JSONs)
 value                 float
 step                  global step of the measurement (nullable Int64)
 episode               episode index within the final evaluation (nullable Int64)
@@ -52,6 +52,8 @@ GEOMETRY_METRICS = ("M_sup", "M_mean", "ndef_rate", "trace_rate", "cos_mean", "f
 # Scalars kept from TensorBoard logs and W&B histories; training losses are left out because no table or
 # figure uses them and a 1e6-step run logs them thousands of times.
 CURVE_TAG_PREFIXES = ("eval/", "geometry/")
+# results.json eval_history key of each eval/* scalar the scripts log at the same steps
+HISTORY_KEYS = {CURVE_RETURN: "return_mean", CURVE_SMOOTHNESS: "smoothness_mean", "eval/action_change": "action_change_mean"}
 # A W&B run summary holds the last value logged for each scalar, and the final evaluation is logged last.
 SUMMARY_TO_METRIC = {CURVE_RETURN: RETURN, CURVE_SMOOTHNESS: SMOOTHNESS}
 # x-axis column of a W&B chart export, in order of preference (global_step is the env step the scripts log;
@@ -198,8 +200,8 @@ def _load_run_dir(run_dir: Path, source: str) -> list[dict]:
                 records += [_record(meta, metric, value, step, episode) for episode, value in enumerate(evaluation[key])]
             history = results["eval_history"]
             curves = {
-                CURVE_RETURN: [(point["step"], point["return_mean"]) for point in history],
-                CURVE_SMOOTHNESS: [(point["step"], point["smoothness_mean"]) for point in history],
+                tag: [(point["step"], point[key]) for point in history if key in point]
+                for tag, key in HISTORY_KEYS.items()
             }
     except KeyError as missing:
         raise PlotInputError(f"{results_path}: missing key {missing}") from None
