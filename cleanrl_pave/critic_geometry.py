@@ -33,7 +33,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -58,8 +59,8 @@ class CriticDerivatives(NamedTuple):
     """Exact input derivatives of a critic at a batch of (state, action) pairs; a field is None if not asked for."""
 
     action_gradient: torch.Tensor  # (B, d_a)
-    mixed_hessian: Optional[torch.Tensor]  # (B, d_a, d_s)
-    action_hessian: Optional[torch.Tensor]  # (B, d_a, d_a)
+    mixed_hessian: torch.Tensor | None  # (B, d_a, d_s)
+    action_hessian: torch.Tensor | None  # (B, d_a, d_a)
 
 
 def _values(q: Critic, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -205,7 +206,7 @@ def rollout_observations(policy: Callable[[torch.Tensor], torch.Tensor], env, ep
     return episodes_obs
 
 
-def evaluate_model(model_path: str, episodes: int = 10, seed: Optional[int] = None) -> dict:
+def evaluate_model(model_path: str, episodes: int = 10, seed: int | None = None) -> dict:
     """Geometry of the first critic of a saved model/checkpoint of any script along its own deterministic rollouts.
 
     Returns the metrics plus what identifies the run: `seed` is the TRAINING seed (as in results.json, so tables
@@ -237,13 +238,13 @@ def evaluate_model(model_path: str, episodes: int = 10, seed: Optional[int] = No
 
 def format_table(result: dict) -> str:
     """A small two-column text table of the metrics, headed by what was measured."""
-    lines = [f"{result['script']} on {result['env_id']} (seed {result['seed']}): {result['n_states']} states "
-             f"from {result['episodes']} episodes, rollout seed {result['rollout_seed']}, {result['time_s']:.1f} s"]
+    lines = [(f"{result['script']} on {result['env_id']} (seed {result['seed']}): {result['n_states']} states "
+              f"from {result['episodes']} episodes, rollout seed {result['rollout_seed']}, {result['time_s']:.1f} s")]
     lines += [f"  {key:<11}{result[key]:>14.6g}" for key in METRIC_KEYS]
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     """Command line entry point; returns the result dict it prints and (optionally) writes."""
     parser = argparse.ArgumentParser(
         prog="python -m cleanrl_pave.critic_geometry",
@@ -252,8 +253,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--model", required=True, help="a .cleanrl_model file or checkpoint.pt of any script")
     parser.add_argument("--episodes", type=int, default=10, help="number of deterministic rollout episodes")
     parser.add_argument("--seed", type=int, default=None,
-                        help=f"episode i is reset with seed + i (default: training seed + {EVAL_SEED_OFFSET}, "
-                             "the evaluation env's seeds)")
+                        help=(f"episode i is reset with seed + i (default: training seed + {EVAL_SEED_OFFSET}, "
+                              "the evaluation env's seeds)"))
     parser.add_argument("--output", default=None, help="write the result to this JSON file (atomically)")
     options = parser.parse_args(argv)
     if options.episodes <= 0:
