@@ -1,0 +1,91 @@
+"""Learning-phase steps per second of one or more training scripts, measured the same way for each.
+
+Each script first fills its replay buffer once (the uniform warm-up, not timed) and checkpoints it. Every repetition
+then resumes a fresh copy of that checkpoint for `--steps` learning steps in a new process and reads the SPS the run
+reports in results.json (it also covers one short final evaluation episode). Repetitions of several scripts are
+interleaved, so a slow spell of the machine hits all of them alike; the median over repetitions is printed, with the
+ratio of each script's step time to the first script's.
+
+    python benchmark/speed.py td3_continuous td3_pave_continuous --env-id Hopper-v5 --repetitions 5
+    python benchmark/speed.py sac_continuous --steps 1000 -- --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run(script: str, flags: list[str], cwd: pathlib.Path) -> None:
+    command = [sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), *flags]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    if result.returncode != 0:
+        raise SystemExit(f"error: {script} failed: {result.stderr.strip().splitlines()[-1:]}")
+
+
+def measure(scripts: list[str], env_id: str, warmup: int, steps: int, repetitions: int, extra: list[str],
+            workdir: pathlib.Path) -> dict[str, list[float]]:
+    """SPS samples per script: `repetitions` resumed runs of `steps` learning steps each."""
+    common = ["--env-id", env_id, "--learning-starts", str(warmup), "--eval-freq", "0", "--eval-episodes", "1", *extra]
+    for script in scripts:
+        # checkpoint right after the warm-up; the run then takes one more step and ends
+        run(script, [*common, "--total-timesteps", str(warmup + 1), "--checkpoint-freq", str(warmup),
+                     "--run-name", f"warm_{script}"], workdir)
+    samples = {script: [] for script in scripts}
+    for repetition in range(repetitions):
+        for script in scripts:
+            name = f"{script}_{repetition}"
+            shutil.copytree(workdir / "runs" / f"warm_{script}", workdir / "runs" / name)
+            (workdir / "runs" / name / "results.json").unlink()
+            run(script, [*common, "--total-timesteps", str(warmup + steps), "--resume", "--run-name", name], workdir)
+            sps = json.loads((workdir / "runs" / name / "results.json").read_text())["sps"]
+            samples[script].append(sps)
+            print(f"  repetition {repetition + 1}/{repetitions}  {script:32s} {sps:8.1f} SPS", flush=True)
+            shutil.rmtree(workdir / "runs" / name)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Arguments after -- go to every script.")
+    parser.add_argument("scripts", nargs="+", help="script names, e.g. td3_continuous td3_pave_continuous")
+    parser.add_argument("--env-id", default="Hopper-v5")
+    parser.add_argument("--warmup", type=int, default=1000, help="replay transitions collected before timing")
+    parser.add_argument("--steps", type=int, default=1000, help="learning steps per repetition")
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--json", help="also write the samples and medians to this file")
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    for script in args.scripts:
+        if not (REPO / "cleanrl_pave" / f"{script}.py").exists():
+            raise SystemExit(f"error: no script cleanrl_pave/{script}.py")
+    if min(args.warmup, args.steps, args.repetitions) <= 0:
+        raise SystemExit("error: --warmup, --steps and --repetitions must be positive")
+
+    with tempfile.TemporaryDirectory(prefix="speed_") as workdir:
+        samples = measure(args.scripts, args.env_id, args.warmup, args.steps, args.repetitions, extra,
+                          pathlib.Path(workdir))
+    medians = {script: statistics.median(values) for script, values in samples.items()}
+    reference = args.scripts[0]
+    print(f"\n{args.env_id}, {args.steps} learning steps x {args.repetitions} repetitions, flags: {extra or 'none'}")
+    print(f"{'script':32s} {'median SPS':>10s} {'ms/step':>8s} {'step time vs ' + reference:>24s}")
+    for script in args.scripts:
+        ratio = medians[reference] / medians[script]
+        print(f"{script:32s} {medians[script]:10.1f} {1000 / medians[script]:8.2f} {ratio:23.2f}x")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"env_id": args.env_id, "steps": args.steps, "flags": extra,
+                                                       "samples": samples, "median_sps": medians}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Foundation behaviour of the base scripts: paper defaults, determinism, the replay data, resume, bad input, W&B."""
+
+import importlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import tyro
+
+from tests.test_scripts_smoke import scalars
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BASES = ["td3_continuous", "sac_continuous"]
+TINY = ["--hidden-sizes", "32", "32", "--eval-episodes", "1"]
+
+
+def run_script(script: str, *flags: str, cwd, env=None, wait=True):
+    command = [sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), *flags]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=environment, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("script", BASES)
+def test_paper_settings_are_defaults_and_flags_win(script):
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    pendulum = module.resolve_args(module.Args(env_id="Pendulum-v1"))
+    assert pendulum.total_timesteps == 100_000
+    assert (pendulum.gamma, pendulum.buffer_size) == ((0.98, 200_000) if script.startswith("td3") else (0.99, 1_000_000))
+    walker = module.resolve_args(module.Args(env_id="Walker2d-v5"))
+    assert (walker.total_timesteps, walker.gamma, walker.buffer_size) == (1_000_000, 0.99, 1_000_000)
+    explicit = module.resolve_args(tyro.cli(module.Args, args=["--env-id", "Pendulum-v1", "--gamma", "0.9",
+                                                               "--total-timesteps", "7"]))
+    assert (explicit.gamma, explicit.total_timesteps) == (0.9, 7)
+    backbone = module.Args()
+    if script.startswith("td3"):
+        assert (backbone.hidden_sizes, backbone.batch_size, backbone.policy_frequency) == ((400, 300), 256, 2)
+    else:
+        assert (backbone.hidden_sizes, backbone.batch_size, backbone.alpha) == ((256, 256), 100, 0.2)
+        assert (backbone.train_freq, backbone.gradient_steps) == (50, 50)
+    assert (backbone.learning_rate, backbone.tau, backbone.learning_starts, backbone.activation) == \
+        (1e-3, 0.005, 10_000, "silu")
+
+
+@pytest.mark.parametrize("script", BASES)
+def test_same_seed_gives_identical_results(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+
+    def run(seed, name):
+        args = module.Args(env_id="Pendulum-v1", total_timesteps=400, learning_starts=150, hidden_sizes=(32, 32),
+                           eval_freq=200, eval_episodes=2, seed=seed, run_name=name, save_model=True)
+        results = module.main(args)
+        return results["eval"], results["eval_history"], torch.load(f"runs/{name}/{script}.cleanrl_model")["qf"]
+
+    first, second, other = run(3, "a"), run(3, "b"), run(4, "c")
+    assert first[0] == second[0] and first[1] == second[1]
+    assert all(torch.equal(first[2][key], second[2][key]) for key in first[2])
+    assert first[0]["episode_returns"] != other[0]["episode_returns"]
+
+
+@pytest.mark.parametrize("env_id, to_env", [("Pendulum-v1", lambda a: 2.0 * a), ("Hopper-v5", lambda a: a)])
+def test_replay_buffer_holds_true_transitions_with_termination_only_dones(env_id, to_env, tmp_path):
+    # Warm-up only (random actions): replaying the stored actions in a fresh env must reproduce every stored
+    # transition. Pendulum only truncates (all dones 0, the final obs is the true one); Hopper terminates.
+    steps = 460
+    result = run_script("td3_continuous", "--env-id", env_id, "--total-timesteps", str(steps + 1),
+                        "--learning-starts", str(steps + 1), "--checkpoint-freq", str(steps), "--eval-freq", "0",
+                        "--run-name", "replay", "--seed", "5", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    buffer = torch.load(tmp_path / "runs/replay/checkpoint.pt", weights_only=False)["replay_buffer"]["storage"]
+    obs_dim, act_dim = {"Pendulum-v1": (3, 1), "Hopper-v5": (11, 3)}[env_id]
+    obs, actions = buffer[:, :obs_dim], buffer[:, obs_dim:obs_dim + act_dim]
+    rewards, next_obs, dones = buffer[:, obs_dim + act_dim], buffer[:, -1 - obs_dim:-1], buffer[:, -1]
+    assert actions.abs().max() <= 1.0
+    env = gym.make(env_id)
+    observation, _ = env.reset(seed=5)
+    terminations = truncations = 0
+    for t in range(steps):
+        np.testing.assert_allclose(obs[t].numpy(), observation, rtol=1e-5, atol=1e-5)
+        observation, reward, terminated, truncated, _ = env.step(to_env(actions[t].double().numpy()))
+        np.testing.assert_allclose(next_obs[t].numpy(), observation, rtol=1e-5, atol=1e-5)
+        assert rewards[t].item() == pytest.approx(reward, rel=1e-5, abs=1e-5)
+        assert dones[t].item() == float(terminated)
+        terminations, truncations = terminations + terminated, truncations + truncated
+        if terminated or truncated:
+            observation, _ = env.reset()
+    assert (terminations > 0) if env_id == "Hopper-v5" else (truncations == 2 and terminations == 0)
+
+
+@pytest.mark.parametrize("script", BASES)
+def test_killed_run_resumes_and_continues_its_curve(script, tmp_path):
+    total = 3000
+    flags = ["--env-id", "Pendulum-v1", "--total-timesteps", str(total), "--learning-starts", "200",
+             "--checkpoint-freq", "500", "--eval-freq", "500", "--run-name", "killed", *TINY]
+    process = run_script(script, *flags, cwd=tmp_path, wait=False)
+    checkpoint = tmp_path / "runs/killed/checkpoint.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["global_step"] >= 1000:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(checkpoint, weights_only=False)["global_step"]
+    assert not (tmp_path / "runs/killed/results.json").exists()
+
+    resumed = run_script(script, *flags, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {killed_at}" in resumed.stdout
+    results = __import__("json").loads((tmp_path / "runs/killed/results.json").read_text())
+    assert results["global_step"] == total
+    assert [entry["step"] for entry in results["eval_history"]] == list(range(500, total + 1, 500))
+    logged = scalars(tmp_path / "runs/killed")
+    steps = [event.step for event in logged["eval/episodic_return"]]
+    assert steps == list(range(500, total + 1, 500)), "the resumed curve must continue, without repeats or gaps"
+    loss_steps = [event.step for event in logged["losses/qf1_loss"]]
+    assert loss_steps == sorted(set(loss_steps)) and loss_steps[-1] == total
+
+
+def test_resume_refuses_a_checkpoint_of_another_script_or_env(tmp_path):
+    made = run_script("td3_continuous", "--env-id", "Pendulum-v1", "--total-timesteps", "301", "--learning-starts",
+                      "100", "--checkpoint-freq", "300", "--eval-freq", "0", "--run-name", "x", *TINY, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    for script, env_id, reason in (("sac_continuous", "Pendulum-v1", "td3_continuous.py"),
+                                   ("td3_continuous", "MountainCarContinuous-v0", "Pendulum-v1")):
+        refused = run_script(script, "--env-id", env_id, "--resume", "--run-name", "x", *TINY, cwd=tmp_path)
+        assert refused.returncode != 0
+        assert "Traceback" not in refused.stderr
+        last_line = refused.stderr.strip().splitlines()[-1]
+        assert last_line.startswith("error:") and "refusing to resume" in last_line and reason in last_line
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--env-id", "NoSuchEnv-v0"], "unknown environment id"),
+    (["--env-id", "CartPole-v1"], "Discrete action space"),
+    (["--env-id", "Pendulum-v1", "--total-timesteps", "0"], "--total-timesteps must be positive"),
+    (["--env-id", "Pendulum-v1", "--total-timesteps", "-5"], "--total-timesteps must be positive"),
+    (["--env-id", "Pendulum-v1", "--eval-episodes", "0"], "--eval-episodes must be positive"),
+    (["--env-id", "Pendulum-v1", "--eval-freq", "-1"], "--eval-freq must be non-negative"),
+])
+@pytest.mark.parametrize("script", BASES)
+def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path):
+    result = run_script(script, *flags, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_optional_dependency_names_the_extra(tmp_path):
+    # a Box2D module that fails to import stands in for a machine without the box2d extra
+    fake = tmp_path / "no_box2d"
+    (fake / "Box2D").mkdir(parents=True)
+    (fake / "Box2D" / "__init__.py").write_text("raise ImportError('Box2D is not installed')\n")
+    result = run_script("td3_continuous", "--env-id", "LunarLanderContinuous-v3", cwd=tmp_path,
+                        env={"PYTHONPATH": f"{fake}{os.pathsep}{REPO}"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'cleanrl_pave[box2d]'" in lines[0]
+
+
+def test_importing_a_script_does_not_train(tmp_path):
+    result = subprocess.run([sys.executable, "-c", "import cleanrl_pave.td3_continuous, cleanrl_pave.sac_continuous"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and not (tmp_path / "runs").exists()
+
+
+def test_wandb_offline_tracking(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    module = importlib.import_module("cleanrl_pave.td3_continuous")
+    module.main(module.Args(env_id="Pendulum-v1", total_timesteps=250, learning_starts=100, hidden_sizes=(32, 32),
+                            eval_freq=0, eval_episodes=1, run_name="tracked", track=True, wandb_group="tests"))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "the offline run holds no W&B data file"
+    assert (tmp_path / "runs/tracked/results.json").exists()

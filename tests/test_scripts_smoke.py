@@ -1,0 +1,63 @@
+"""Every training script runs past learning_starts (so every update path executes) and writes its outputs."""
+
+import importlib
+import json
+import pathlib
+import re
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
+SCRIPTS = sorted(path.stem for path in PACKAGE.glob("*_continuous.py"))
+LOGGED = re.compile(r'add_scalar\(\s*f?"(losses/[A-Za-z0-9_]+)"')
+BASE_SCALARS = {"charts/SPS", "charts/episodic_return", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss",
+                "losses/qf1_values", "eval/episodic_return", "eval/smoothness", "eval/action_change"}
+
+
+def scalars(run_dir: pathlib.Path) -> dict[str, list]:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
+
+
+def method_scalars(script: str) -> set[str]:
+    """The `losses/...` names a variant logs beyond its base's: its method terms."""
+    base = "td3_continuous" if script.startswith("td3") else "sac_continuous"
+    own = set(LOGGED.findall((PACKAGE / f"{script}.py").read_text()))
+    return own - set(LOGGED.findall((PACKAGE / f"{base}.py").read_text()))
+
+
+def tiny_run(script: str, env_id: str, **overrides) -> tuple[dict, pathlib.Path]:
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    settings = dict(env_id=env_id, total_timesteps=300, learning_starts=100, hidden_sizes=(32, 32), eval_freq=150,
+                    eval_episodes=1, run_name="smoke", seed=1, save_model=True)
+    settings.update(overrides)
+    return module.main(module.Args(**settings)), pathlib.Path("runs/smoke")
+
+
+def check_outputs(script: str, results: dict, run_dir: pathlib.Path, total: int) -> None:
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    assert on_disk["script"] == script and on_disk["global_step"] == total
+    assert len(on_disk["eval"]["episode_returns"]) == 1
+    assert [entry["step"] for entry in on_disk["eval_history"]] == list(range(150, total + 1, 150))
+    logged = scalars(run_dir)
+    missing = (BASE_SCALARS | method_scalars(script)) - logged.keys()
+    assert not missing, f"{script} did not log {sorted(missing)}"
+    assert max(event.step for event in logged["losses/qf1_loss"]) == total
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_trains_on_pendulum(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results, run_dir = tiny_run(script, "Pendulum-v1")
+    check_outputs(script, results, run_dir, 300)
+    assert (run_dir / f"{script}.cleanrl_model").exists()
+
+
+@pytest.mark.parametrize("script", ["td3_continuous", "sac_continuous"])
+def test_base_trains_on_mujoco(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results, run_dir = tiny_run(script, "Hopper-v5")
+    check_outputs(script, results, run_dir, 300)
