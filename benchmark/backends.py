@@ -18,6 +18,10 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 KILL_GRACE_S = 10.0
 
 
+class BackendError(RuntimeError):
+    """The backend cannot run anything (e.g. Ray did not start); the message is one line."""
+
+
 @dataclass(frozen=True)
 class Job:
     """What a backend needs to start one attempt of a run."""
@@ -114,10 +118,14 @@ class RayBackend:
         self.ray = ray
         # Ship this module by value: Ray workers need not have the repository on their import path.
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        except Exception as error:  # Ray raises plain Exceptions (e.g. a node that timed out starting)
+            where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+            raise BackendError(f"could not {where}: {str(error).splitlines()[0]}") from None
         # max_retries=0: a retry is the runner's decision, logged and counted like a local one.
         self.task = ray.remote(num_cpus=1, max_retries=0)(run_to_completion)
         self.refs: dict = {}

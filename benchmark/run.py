@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `benchmark` importable without installing anything
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark.backends import Ended, Job, LocalBackend, RayBackend
+from benchmark.backends import BackendError, Ended, Job, LocalBackend, RayBackend
 from benchmark.commands import LaunchSettings
 from benchmark.grid import SCRIPTS_DIR, Run, SuiteError, load_suite, parse_overrides, select
 from benchmark.slurm import SlurmOptions, write_job
@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         make_backend = LocalBackend
         workers = args.workers or os.cpu_count() or 1
-    return Runner(runs, settings, make_backend, workers, args.retries).execute()
+    try:
+        return Runner(runs, settings, make_backend, workers, args.retries).execute()
+    except BackendError as error:
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
