@@ -44,12 +44,13 @@ def drift(base: list[str], variant: list[str]) -> list[str]:
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
+        # blank lines carry no code: where they fall around a block is layout, not drift
         if j2 > j1:
-            stray = [j for j in range(j1, j2) if j not in inside]
+            stray = [j for j in range(j1, j2) if j not in inside and variant[j].strip()]
             if stray:
                 problems.append(f"variant line {stray[0] + 1} differs from the base outside a method block: "
                                 f"{variant[stray[0]].rstrip()!r}")
-        elif not any(first <= j1 <= last + 1 for first, last in blocks):
+        elif any(line.strip() for line in base[i1:i2]) and not any(first <= j1 <= last + 1 for first, last in blocks):
             problems.append(f"base lines {i1 + 1}-{i2} removed outside a method block: {base[i1].rstrip()!r}")
     return problems
 
@@ -83,6 +84,13 @@ def test_drift_check_flags_unmarked_changes_and_removals():
     removed = ["import os", "", "def loss(x):", "    # ===== M begin =====", "    z = 1", "    # ===== M end =====",
                "    y = x * 2", "    return y", ""]
     assert any("removed" in problem for problem in drift(BASE_SAMPLE, removed))
+
+
+def test_drift_check_ignores_blank_lines_but_not_code_beside_them():
+    assert drift(BASE_SAMPLE, [line for line in BASE_SAMPLE if line] + ["# ===== M begin =====",
+                                                                        "# ===== M end ====="]) == []
+    assert drift(BASE_SAMPLE, BASE_SAMPLE[:1] + ["", "x = 1"] + BASE_SAMPLE[1:] + ["# ===== M begin =====",
+                                                                                  "# ===== M end ====="])
 
 
 def test_drift_check_rejects_unbalanced_markers():
