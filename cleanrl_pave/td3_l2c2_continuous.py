@@ -1,0 +1,548 @@
+# ===== L2C2 begin =====
+# L2C2 on TD3 (Kobayashi 2022, "L2C2: Locally Lipschitz Continuous Constraint towards Stable and Smooth Reinforcement
+# Learning"; SPEC section 3): a state s_bar is drawn on the line through s and s', and both the critic and the actor
+# are pulled towards agreeing at s and s_bar, with per-sample weights derived from the local Lipschitz constraint.
+# Critic: + mean(lambda_V * 0.5 |minQ(s, a) - minQ(s_bar, a)|). Actor: + mean(lambda_pi * 0.5 ||pi(s) - pi(s_bar)||^2),
+# the squared Euclidean distance between the deterministic actions (summed over action dims) halved: the
+# deterministic counterpart of the squared Hellinger distance the SAC variant uses. The paper's TD3 table has no L2C2
+# column, so every env uses SPEC's defaults for an env not in the table (sigma 1.0, lambda_D 0.1, lambda_U 10,
+# beta 0.1).
+# ===== L2C2 end =====
+# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style.
+# Reference: Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods".
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from cleanrl_pave.checkpointing import (
+    CHECKPOINT_FILE,
+    atomic_torch_save,
+    find_resumable_run,
+    jsonable,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+)
+from cleanrl_pave.critic_geometry import geometry_metrics
+from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+
+SCRIPT = os.path.basename(__file__)[: -len(".py")]
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be used when available"""
+    threads: int = 1
+    """number of CPU threads torch may use (1 is fastest for these network sizes on CPU; see README)"""
+    compile: bool = False
+    """if toggled, the loss computations are compiled with torch.compile"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "cleanrl_pave"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    wandb_group: Optional[str] = None
+    """the wandb group of this run (the benchmark runner sets it to the suite name)"""
+    wandb_tags: tuple[str, ...] = ()
+    """extra wandb tags"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the final model into `runs/{run_name}`"""
+    run_name: Optional[str] = None
+    """name of the run directory under `runs/` (default: `{env_id}__{exp_name}__{seed}__{unix time}`)"""
+    resume: bool = False
+    """continue the run from its latest checkpoint (the `--run-name` one, else the newest of this env/exp/seed)"""
+    checkpoint_freq: int = 0
+    """save a checkpoint every this many env steps (0: never)"""
+    log_freq: int = 100
+    """log losses and SPS every this many env steps"""
+    eval_freq: int = 10_000
+    """evaluate the deterministic policy every this many env steps (0: only at the end)"""
+    eval_episodes: int = 10
+    """number of deterministic evaluation episodes"""
+    geometry_freq: int = 0
+    """log critic geometry on the latest evaluation states every this many env steps (0: never)"""
+
+    # Algorithm specific arguments
+    env_id: str = "Hopper-v5"
+    """the id of the environment"""
+    total_timesteps: Optional[int] = None
+    """total timesteps of the experiments (paper default per env, see PAPER_ENV_SETTINGS)"""
+    learning_rate: float = 1e-3
+    """the learning rate of the actor and critic optimizers"""
+    buffer_size: Optional[int] = None
+    """the replay memory buffer size (paper default per env)"""
+    gamma: Optional[float] = None
+    """the discount factor gamma (paper default per env)"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    policy_noise: float = 0.2
+    """the scale of policy noise"""
+    exploration_noise: float = 0.1
+    """the scale of exploration noise"""
+    learning_starts: int = 10_000
+    """number of uniformly random warm-up steps before learning starts"""
+    policy_frequency: int = 2
+    """the frequency of training the actor and updating the targets (delayed)"""
+    noise_clip: float = 0.5
+    """noise clip parameter of the Target Policy Smoothing Regularization"""
+    hidden_sizes: tuple[int, ...] = (400, 300)
+    """hidden layer sizes of the actor and of each critic"""
+    activation: Literal["silu", "relu"] = "silu"
+    """hidden activation of actor and critics (the paper uses SiLU for every method)"""
+    # ===== L2C2 begin =====
+    l2c2_sigma: Optional[float] = None
+    """L2C2 interpolation scale sigma (1.0 for every env: SPEC's default, the paper has no TD3 L2C2 setting)"""
+    l2c2_lambda_d: Optional[float] = None
+    """L2C2 lambda_D (0.1 for every env: SPEC's default, the paper has no TD3 L2C2 setting)"""
+    l2c2_lambda_u: Optional[float] = None
+    """L2C2 lambda_U, must exceed sigma * lambda_D (10 for every env: SPEC's default)"""
+    l2c2_beta: Optional[float] = None
+    """L2C2 beta, the value term's weight relative to the policy term's (0.1 for every env: SPEC's default)"""
+    # ===== L2C2 end =====
+
+
+# Settings of the release (paper Tables 7-8) for the paper's envs; an explicit flag always wins.
+DEFAULT_ENV_SETTINGS = {"total_timesteps": 1_000_000, "gamma": 0.99, "buffer_size": 1_000_000}
+PAPER_ENV_SETTINGS = {
+    "Pendulum-v1": {"total_timesteps": 100_000, "gamma": 0.98, "buffer_size": 200_000},
+    "LunarLanderContinuous-v3": {"total_timesteps": 500_000, "gamma": 0.98, "buffer_size": 200_000},
+    "Reacher-v5": {"total_timesteps": 500_000},
+}
+
+
+def resolve_args(args: Args) -> Args:
+    """Fill every unset (None) setting with the paper's value for this env, then reject impossible values."""
+    paper = {**DEFAULT_ENV_SETTINGS, **PAPER_ENV_SETTINGS.get(args.env_id, {})}
+    args = dataclasses.replace(args, **{key: value for key, value in paper.items() if getattr(args, key) is None})
+    for name in ("total_timesteps", "buffer_size", "batch_size", "eval_episodes", "log_freq", "policy_frequency",
+                 "threads"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "geometry_freq"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    if args.log_freq % args.policy_frequency:
+        raise SystemExit(f"error: --log-freq ({args.log_freq}) must be a multiple of --policy-frequency "
+                         f"({args.policy_frequency}) so that every logged step has an actor loss")
+    if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
+        raise SystemExit(f"error: --hidden-sizes must be positive integers, got {args.hidden_sizes}")
+    return args
+
+
+def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str = "") -> gym.Env:
+    """One env with episode statistics; a clear one-line error for ids, spaces or extras we cannot use."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
+    except gym.error.DependencyNotInstalled as error:
+        extra = "box2d" if "box2d" in str(error).lower() else "mujoco"
+        raise SystemExit(f"error: {env_id} needs an optional dependency: pip install 'cleanrl_pave[{extra}]' ({error})")
+    except gym.error.Error as error:
+        raise SystemExit(f"error: unknown environment id {env_id!r}: {error}")
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise SystemExit(f"error: {env_id} has a {type(env.action_space).__name__} action space; "
+                         "these scripts need a continuous (Box) one")
+    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
+        raise SystemExit(f"error: {env_id} has unbounded actions; the actor's tanh output needs finite bounds")
+    if capture_video:
+        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env.action_space.seed(seed)
+    return env
+
+
+def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map an action in the networks' [-1, 1] space to the env's [low, high] box."""
+    return low + (action + 1.0) * 0.5 * (high - low)
+
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers with `activation` between them (none after the last)."""
+    layers = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if index < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class QNetwork(nn.Module):
+    """Twin critics Q1, Q2 held as ONE stacked MLP: every layer is a batched matmul over the critic axis, so
+    both critics run in a single call. forward(obs, actions) -> (2, B); row 0 is Q1."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, activation: str, num_critics: int = 2):
+        super().__init__()
+        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
+        self.num_critics, self.activation = num_critics, activation
+        self.activation_fn = {"silu": F.silu, "relu": F.relu}[activation]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            # nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for each critic
+            bound = 1.0 / fan_in**0.5
+            self.weights.append(nn.Parameter(torch.empty(num_critics, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(num_critics, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, actions], -1)
+        if x.dim() == 2:
+            x = x.expand(self.num_critics, *x.shape)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias, x, weight)
+            if index < last:
+                x = self.activation_fn(x)
+        return x.squeeze(-1)
+
+
+class Actor(nn.Module):
+    """Deterministic policy: MLP with a tanh output, acting in the [-1, 1] action space."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, activation: str):
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden_sizes, act_dim], activation)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self(obs)
+
+
+def make_agent(args: Args, obs_dim: int, act_dim: int) -> tuple[Actor, QNetwork]:
+    """The actor and the twin critic of this script (used for training and to reload saved models)."""
+    actor = Actor(obs_dim, act_dim, args.hidden_sizes, args.activation)
+    qf = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.activation)
+    return actor, qf
+
+
+# ===== L2C2 begin =====
+# SPEC section 4: sigma / lambda_D / lambda_U / beta. The paper tunes L2C2 only for SAC (Table 8); TD3 uses SPEC's
+# defaults for an env not in the table on every env.
+L2C2_DEFAULTS = {"l2c2_sigma": 1.0, "l2c2_lambda_d": 0.1, "l2c2_lambda_u": 10.0, "l2c2_beta": 0.1}
+L2C2_ENV_DEFAULTS: dict[str, dict[str, float]] = {}
+
+
+def resolve_l2c2_args(args: Args) -> Args:
+    """Fill unset L2C2 settings with the paper's value for this env (an explicit flag wins), then check them."""
+    defaults = {**L2C2_DEFAULTS, **L2C2_ENV_DEFAULTS.get(args.env_id, {})}
+    args = dataclasses.replace(args, **{key: value for key, value in defaults.items() if getattr(args, key) is None})
+    for name in defaults:
+        if getattr(args, name) < 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    # eps_L = sigma lambda_D / (lambda_U - sigma lambda_D) needs a positive denominator
+    if args.l2c2_lambda_u <= args.l2c2_sigma * args.l2c2_lambda_d:
+        raise SystemExit(f"error: --l2c2-lambda-u ({args.l2c2_lambda_u}) must exceed --l2c2-sigma * --l2c2-lambda-d "
+                         f"({args.l2c2_sigma * args.l2c2_lambda_d})")
+    return args
+
+
+def l2c2_interpolation(data: dict, unit_noise: torch.Tensor, sigma: float, lambda_d: float, lambda_u: float,
+                       beta: float) -> dict:
+    """The interpolated states s_bar = s + (s' - s) * u, u = w * unit_noise ~ U(-w, w) per element (`unit_noise` ~
+    U(-1, 1)), and the per-sample L2C2 weights, shape (B,), which carry no gradient:
+    eps_L = sigma lambda_D / (lambda_U - sigma lambda_D), w = sigma + (sigma - 1) eps_L,
+    d = ||(s_bar - s) / (s' - s + 1e-8)||_inf + eps_L, lambda_pi = eps_L lambda_U / d, lambda_V = beta lambda_pi / d."""
+    eps_l = sigma * lambda_d / (lambda_u - sigma * lambda_d)
+    width = sigma + (sigma - 1.0) * eps_l
+    step = data["next_obs"] - data["obs"]
+    obs_bar = data["obs"] + step * (width * unit_noise)
+    with torch.no_grad():
+        distance = ((obs_bar - data["obs"]) / (step + 1e-8)).abs().amax(-1) + eps_l
+        distance = distance.clamp_min(1e-12)  # bites only if eps_L = 0 (sigma or lambda_D = 0: L2C2 off) and s' = s
+        policy_weight = eps_l * lambda_u / distance
+        value_weight = beta * policy_weight / distance
+    return {"obs_bar": obs_bar, "policy_weight": policy_weight, "value_weight": value_weight}
+
+
+def l2c2_value_loss(qf: QNetwork, data: dict, l2c2: dict) -> torch.Tensor:
+    """mean(lambda_V * 0.5 |minQ(s, a) - minQ(s_bar, a)|) at the stored action a; gradients reach both sides."""
+    batch_size = data["obs"].shape[0]
+    min_q = qf(torch.cat([data["obs"], l2c2["obs_bar"]]), data["actions"].repeat(2, 1)).min(0).values
+    return (l2c2["value_weight"] * 0.5 * (min_q[:batch_size] - min_q[batch_size:]).abs()).mean()
+
+
+def l2c2_policy_loss(actor: nn.Module, data: dict, l2c2: dict) -> torch.Tensor:
+    """mean(lambda_pi * D_pi(s, s_bar)), D_pi = 0.5 ||pi(s) - pi(s_bar)||^2 summed over action dims."""
+    actions, actions_bar = actor.deterministic_action(torch.cat([data["obs"], l2c2["obs_bar"]])).chunk(2)
+    return (l2c2["policy_weight"] * 0.5 * (actions - actions_bar).square().sum(-1)).mean()
+
+
+# ===== L2C2 end =====
+class ReplayBuffer:
+    """Transitions in one preallocated tensor, a row each: a batch is a single gather and its fields are column
+    views of it, with no per-field copies."""
+
+    def __init__(self, capacity: int, field_shapes: dict[str, tuple[int, ...]], device: torch.device):
+        self.columns, start = {}, 0
+        for name, shape in field_shapes.items():  # shape () is a scalar per transition, (n,) a vector
+            self.columns[name] = start if shape == () else slice(start, start + shape[0])
+            start += 1 if shape == () else shape[0]
+        self.storage = torch.zeros((capacity, start), dtype=torch.float32, device=device)
+        self.capacity, self.pos, self.size = capacity, 0, 0
+
+    def add(self, **fields: np.ndarray) -> None:
+        row = np.concatenate([np.asarray(fields[name], dtype=np.float32).reshape(-1) for name in self.columns])
+        self.storage[self.pos] = torch.from_numpy(row)
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        indices = torch.randint(self.size, (batch_size,), generator=generator, device=self.storage.device)
+        batch = self.storage[indices]
+        return {name: batch[:, column] for name, column in self.columns.items()}
+
+    def state_dict(self) -> dict:
+        return {"storage": self.storage[: self.size].clone(), "pos": self.pos, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pos, self.size = state["pos"], state["size"]
+        self.storage[: self.size] = state["storage"]
+
+
+def main(args: Args) -> dict:
+    args = resolve_args(args)
+    # ===== L2C2 begin =====
+    args = resolve_l2c2_args(args)
+    # ===== L2C2 end =====
+    run_name = args.run_name or (args.resume and find_resumable_run(args.env_id, args.exp_name, args.seed)) or \
+        f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{run_name}"
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
+    checkpoint = load_checkpoint(checkpoint_path, SCRIPT, args.env_id) \
+        if args.resume and os.path.exists(checkpoint_path) else None
+    config = jsonable(dataclasses.asdict(args))
+    print(f"{SCRIPT}: {run_name}" + (f" (resuming at step {checkpoint['global_step']})" if checkpoint else
+                                      " (no checkpoint to resume; starting fresh)" if args.resume else ""))
+    print(json.dumps(config, indent=2))
+
+    env = make_env(args.env_id, args.seed, args.capture_video, run_name)
+    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
+    if args.track:
+        import wandb
+
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            group=args.wandb_group,
+            tags=list(args.wandb_tags),
+            sync_tensorboard=True,
+            config=config,
+            name=run_name,
+            id=hashlib.sha1(run_name.encode()).hexdigest()[:16],  # stable, so a resumed run continues the same one
+            resume="allow",
+            monitor_gym=True,
+            save_code=True,
+        )
+    # purge_step drops events a killed run logged after its checkpoint, so the resumed curve continues cleanly
+    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in config.items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(args.threads)
+    numpy_rng = np.random.default_rng(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    torch_generator = torch.Generator(device).manual_seed(args.seed)
+
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    action_low, action_high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
+    actor, qf = make_agent(args, obs_dim, act_dim)
+    actor, qf = actor.to(device), qf.to(device)
+    actor_target, qf_target = copy.deepcopy(actor), copy.deepcopy(qf)
+    # fused Adam updates all parameters in one kernel: measured fastest on CPU (README, "Speed")
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    online_params = [*actor.parameters(), *qf.parameters()]
+    target_params = [*actor_target.parameters(), *qf_target.parameters()]
+    actor_params = list(actor.parameters())
+    rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),
+                                         "next_obs": (obs_dim,), "dones": ()}, device)
+
+    def critic_loss_fn(data: dict, target_noise: torch.Tensor) -> torch.Tensor:
+        """Per-critic TD losses, shape (2,): MSE of each critic against the clipped double-Q target."""
+        with torch.no_grad():
+            clipped_noise = (target_noise * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+            next_actions = (actor_target(data["next_obs"]) + clipped_noise).clamp(-1.0, 1.0)
+            min_qf_next_target = qf_target(data["next_obs"], next_actions).min(0).values
+            next_q_value = data["rewards"] + (1.0 - data["dones"]) * args.gamma * min_qf_next_target
+        qf_a_values = qf(data["obs"], data["actions"])
+        return ((qf_a_values - next_q_value) ** 2).mean(1)
+
+    def actor_loss_fn(data: dict) -> torch.Tensor:
+        return -qf(data["obs"], actor(data["obs"]))[0].mean()
+
+    if args.compile:
+        critic_loss_fn, actor_loss_fn = torch.compile(critic_loss_fn), torch.compile(actor_loss_fn)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        """Deterministic env-scale action, for evaluation."""
+        with torch.no_grad():
+            action = actor.deterministic_action(torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0))[0]
+        return to_env_action(action.cpu().numpy(), action_low, action_high)
+
+    def checkpoint_payload(global_step: int) -> dict:
+        return {
+            "script": SCRIPT, "env_id": args.env_id, "args": config, "obs_dim": obs_dim, "act_dim": act_dim,
+            "global_step": global_step, "actor": actor.state_dict(), "qf": qf.state_dict(),
+            "actor_target": actor_target.state_dict(), "qf_target": qf_target.state_dict(),
+            "actor_optimizer": actor_optimizer.state_dict(), "q_optimizer": q_optimizer.state_dict(),
+            "replay_buffer": rb.state_dict(), "rng": rng_state(numpy_rng, torch_generator),
+            "eval_history": eval_history, "wall_time_s": wall_time_before + time.time() - start_time,
+        }
+
+    start_step, eval_history, wall_time_before, last_eval_obs = 0, [], 0.0, None
+    if checkpoint:
+        for module, key in ((actor, "actor"), (qf, "qf"), (actor_target, "actor_target"), (qf_target, "qf_target"),
+                            (actor_optimizer, "actor_optimizer"), (q_optimizer, "q_optimizer"), (rb, "replay_buffer")):
+            module.load_state_dict(checkpoint[key])
+        restore_rng_state(checkpoint["rng"], numpy_rng, torch_generator)
+        start_step, eval_history = checkpoint["global_step"], checkpoint["eval_history"]
+        wall_time_before = checkpoint["wall_time_s"]
+
+    start_time = time.time()
+    # TRY NOT TO MODIFY: start the game (a resumed run starts a fresh episode, seeded by its step)
+    obs, _ = env.reset(seed=args.seed + start_step)
+    for global_step in range(start_step + 1, args.total_timesteps + 1):
+        # ALGO LOGIC: put action logic here
+        if global_step <= args.learning_starts:
+            action = numpy_rng.uniform(-1.0, 1.0, act_dim)
+        else:
+            with torch.no_grad():
+                action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(0))[0].cpu().numpy()
+            action = np.clip(action + numpy_rng.normal(0.0, args.exploration_noise, act_dim), -1.0, 1.0)
+
+        # TRY NOT TO MODIFY: execute the game and log data.
+        next_obs, reward, terminated, truncated, info = env.step(to_env_action(action, action_low, action_high))
+        if "episode" in info:
+            writer.add_scalar("charts/episodic_return", info["episode"]["r"], global_step)
+            writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
+
+        # TRY NOT TO MODIFY: store the true next obs; only termination (not time-limit truncation) stops bootstrapping
+        rb.add(obs=obs, actions=action, rewards=reward, next_obs=next_obs, dones=terminated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+
+        # ALGO LOGIC: training.
+        if global_step > args.learning_starts:
+            data = rb.sample(args.batch_size, torch_generator)
+            target_noise = torch.randn(data["actions"].shape, generator=torch_generator, device=device)
+            qf_losses = critic_loss_fn(data, target_noise)
+            qf_loss = qf_losses.sum()
+            # ===== L2C2 begin =====
+            # one s_bar per update, shared by the critic term and (on actor steps) the policy term
+            l2c2_noise = 2.0 * torch.rand(data["obs"].shape, generator=torch_generator, device=device) - 1.0
+            l2c2 = l2c2_interpolation(data, l2c2_noise, args.l2c2_sigma, args.l2c2_lambda_d, args.l2c2_lambda_u,
+                                      args.l2c2_beta)
+            l2c2_value = l2c2_value_loss(qf, data, l2c2)
+            qf_loss = qf_loss + l2c2_value
+            # ===== L2C2 end =====
+
+            # optimize the model
+            q_optimizer.zero_grad(set_to_none=True)
+            qf_loss.backward()
+            q_optimizer.step()
+
+            if global_step % args.policy_frequency == 0:
+                actor_loss = actor_loss_fn(data)
+                # ===== L2C2 begin =====
+                l2c2_policy = l2c2_policy_loss(actor, data, l2c2)
+                actor_loss = actor_loss + l2c2_policy
+                # ===== L2C2 end =====
+                actor_optimizer.zero_grad(set_to_none=True)
+                actor_loss.backward(inputs=actor_params)  # the critic's weights need no gradient here
+                actor_optimizer.step()
+
+                # update the target networks, all parameters in one fused in-place call
+                with torch.no_grad():
+                    torch._foreach_lerp_(target_params, online_params, args.tau)
+
+            if global_step % args.log_freq == 0:
+                writer.add_scalar("losses/qf1_values", qf(data["obs"], data["actions"])[0].mean().item(), global_step)
+                writer.add_scalar("losses/qf1_loss", qf_losses[0].item(), global_step)
+                writer.add_scalar("losses/qf2_loss", qf_losses[1].item(), global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                # ===== L2C2 begin =====
+                writer.add_scalar("losses/l2c2_value", l2c2_value.item(), global_step)
+                writer.add_scalar("losses/l2c2_policy", l2c2_policy.item(), global_step)
+                # ===== L2C2 end =====
+                writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
+                                  global_step)
+
+        if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
+            evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
+            summary, last_eval_obs = summarize(evaluation), evaluation["observations"]
+            eval_history.append({"step": global_step, **{key: summary[key] for key in (
+                "return_mean", "return_std", "smoothness_mean", "smoothness_std", "action_change_mean")}})
+            writer.add_scalar("eval/episodic_return", summary["return_mean"], global_step)
+            writer.add_scalar("eval/smoothness", summary["smoothness_mean"], global_step)
+            writer.add_scalar("eval/action_change", summary["action_change_mean"], global_step)
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            print(f"step {global_step}/{args.total_timesteps}  eval return {summary['return_mean']:.2f} "
+                  f"+- {summary['return_std']:.2f}  smoothness {summary['smoothness_mean']:.4f}  SPS {sps}")
+
+        if args.geometry_freq and global_step % args.geometry_freq == 0 and last_eval_obs is not None:
+            geometry = geometry_metrics(lambda o, a: qf(o, a)[0], actor.deterministic_action,
+                                        [torch.as_tensor(o, device=device) for o in last_eval_obs])
+            for key, value in geometry.items():
+                writer.add_scalar(f"geometry/{key}", value, global_step)
+
+        if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
+            atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
+
+    wall_time = wall_time_before + time.time() - start_time
+    if args.save_model:
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
+        atomic_torch_save({key: value for key, value in checkpoint_payload(args.total_timesteps).items()
+                           if key in ("script", "env_id", "args", "obs_dim", "act_dim", "actor", "qf")}, model_path)
+        print(f"model saved to {model_path}")
+    results = write_results(
+        f"{run_dir}/results.json", script=SCRIPT, config=config, run_name=run_name,
+        global_step=args.total_timesteps, wall_time_s=wall_time,
+        sps=(args.total_timesteps - start_step) / max(time.time() - start_time, 1e-9),
+        final_eval=summary, eval_history=eval_history,
+    )
+    env.close()
+    eval_env.close()
+    writer.close()
+    if args.track:
+        wandb.finish()
+    return results
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
