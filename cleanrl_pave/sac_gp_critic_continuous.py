@@ -301,9 +301,9 @@ def gp_critic_penalty(qf: QNetwork, data: dict) -> torch.Tensor:
     obs = data["obs"].expand(num_critics, *data["obs"].shape)
     (action_grads,) = torch.autograd.grad(qf(obs, actions).sum(), actions, create_graph=True)
     return action_grads.square().sum(-1).mean(-1).sum()
-
-
 # ===== GP-Critic end =====
+
+
 def main(args: Args) -> dict:
     args = resolve_args(args)
     # ===== GP-Critic begin =====

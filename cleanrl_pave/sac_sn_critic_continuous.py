@@ -274,9 +274,9 @@ class SpectralNormQNetwork(QNetwork):
             if index < last:
                 x = self.activation_fn(x)
         return x.squeeze(-1)
-
-
 # ===== SN-Critic end =====
+
+
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 

@@ -275,9 +275,9 @@ class SpectralNormQNetwork(QNetwork):
             if index < last:
                 x = self.activation_fn(x)
         return x.squeeze(-1)
-
-
 # ===== SN-Critic end =====
+
+
 class Actor(nn.Module):
     """Deterministic policy: MLP with a tanh output, acting in the [-1, 1] action space."""
 
