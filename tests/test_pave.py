@@ -1,0 +1,299 @@
+"""PAVE (SPEC section 1): the fast critic terms against a plain autograd reference, their meaning on critics with known
+derivatives, the per-env weights, and the two training scripts end to end (logging, the all-zero-weight base run, the
+NaN/Inf guard)."""
+
+import importlib
+import itertools
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.test_drift import variant_scripts
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPTS = ["td3_pave_continuous", "sac_pave_continuous"]
+OBS_DIM, ACT_DIM = 5, 3
+# every on/off pattern of (MPR, VFC, Curv) that computes something, with unequal weights
+WEIGHT_PATTERNS = [(w1, w2, w3) for w1, w2, w3 in itertools.product((0.0, 0.7), (0.0, 1.3), (0.0, 2.1))
+                   if w1 or w2 or w3]
+
+
+def critic_fn(qf, critic: int):
+    """Critic `critic` of the stacked network as a plain function (obs, actions) -> (B,), layer by layer."""
+    activation = F.silu if qf.activation == "silu" else F.relu
+
+    def q(obs, actions):
+        x = torch.cat([obs, actions], -1)
+        for layer, (weight, bias) in enumerate(zip(qf.weights, qf.biases)):
+            x = x @ weight[critic] + bias[critic, 0]
+            if layer < len(qf.weights) - 1:
+                x = activation(x)
+        return x.squeeze(-1)
+
+    return q
+
+
+def reference_terms(critics, obs, actions, next_obs, state_noise, probes, delta):
+    """The release's way, critic by critic and state by state: g = dQ/da with create_graph, H v by a double backward."""
+    mpr = vfc = curv = 0.0
+    for q in critics:
+        def action_grad(states):
+            leaf = actions.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(q(states, leaf).sum(), leaf, create_graph=True)
+            return grad, leaf
+
+        grad_s, leaf_s = action_grad(obs)
+        mpr = mpr + F.mse_loss(grad_s, action_grad(obs + state_noise)[0])
+        vfc = vfc + F.mse_loss(grad_s, action_grad(next_obs)[0])
+        (hessian_probe,) = torch.autograd.grad((grad_s * probes).sum(), leaf_s, create_graph=True)
+        curv = curv + torch.relu((hessian_probe * probes).sum(-1) + delta).mean()
+    return {"mpr": mpr, "vfc": vfc, "curv": curv}
+
+
+def critic_and_batch(script: str, hidden=(24, 16), activation="silu", dtype=torch.float64, batch=9, seed=0,
+                     weight_scale=2.5):
+    """A stacked twin critic with weights scaled up (so the terms are far from 0) and a replay-like batch."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    torch.manual_seed(seed)
+    qf = module.QNetwork(OBS_DIM, ACT_DIM, hidden, activation).to(dtype)
+    with torch.no_grad():
+        for weight in qf.weights:
+            weight.mul_(weight_scale)
+    generator = torch.Generator().manual_seed(seed + 1)
+    obs = torch.randn(batch, OBS_DIM, generator=generator, dtype=dtype)
+    batch_data = {
+        "obs": obs,
+        "actions": torch.rand(batch, ACT_DIM, generator=generator, dtype=dtype) * 2 - 1,
+        "next_obs": obs + 0.3 * torch.randn(batch, OBS_DIM, generator=generator, dtype=dtype),
+        "state_noise": 0.05 * torch.randn(batch, OBS_DIM, generator=generator, dtype=dtype),
+        "probes": torch.randint(0, 2, (batch, ACT_DIM), generator=generator).to(dtype) * 2 - 1,
+    }
+    return module, qf, batch_data
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((value - reference).abs().max() / reference.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("hidden,activation", [((24, 16), "silu"), ((20,), "silu"), ((16, 12, 10), "silu"),
+                                               ((24, 16), "relu")])
+def test_terms_and_parameter_gradients_match_the_autograd_reference(script, hidden, activation):
+    """float64: values and the gradient of every critic parameter within 1e-5 relative, for every on/off pattern of
+    the three terms and a curvature margin that leaves the hinge active on some samples and not on others."""
+    module, qf, data = critic_and_batch(script, hidden, activation)
+    params = list(qf.parameters())
+    critics = [critic_fn(qf, critic) for critic in range(2)]
+    for delta in (1.0, 0.3):
+        reference = reference_terms(critics, delta=delta, **data)
+        for weights in WEIGHT_PATTERNS:
+            terms = module.pave_terms(qf, *data.values(), *weights, delta)
+            for name, weight in zip(("mpr", "vfc", "curv"), weights):
+                if weight:
+                    assert relative_error(terms[name], reference[name]) < 1e-5, (name, weights, delta)
+                else:
+                    assert terms[name].item() == 0.0 and not terms[name].requires_grad
+            loss = sum(weight * terms[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
+            reference_loss = sum(weight * reference[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
+            grads = torch.autograd.grad(loss, params)
+            reference_grads = torch.autograd.grad(reference_loss, params, retain_graph=True, allow_unused=True)
+            for grad, reference_grad in zip(grads, reference_grads):
+                reference_grad = torch.zeros_like(grad) if reference_grad is None else reference_grad
+                assert relative_error(grad, reference_grad) < 1e-5, (weights, delta)
+
+
+def test_the_curvature_hinge_is_partly_active_in_the_exactness_test():
+    """Guards the test above: with delta = 0.3 some probes have v^T H v + delta < 0 and some > 0."""
+    _, qf, data = critic_and_batch("td3_pave_continuous")
+    for critic in range(2):
+        q = critic_fn(qf, critic)
+        shifted = [torch.autograd.functional.hessian(lambda a: q(obs[None], a[None]).sum(), action) @ probe @ probe
+                   + 0.3 for obs, action, probe in zip(data["obs"], data["actions"], data["probes"])]
+        assert min(shifted) < 0 < max(shifted)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_float32_terms_are_close_to_the_float64_reference(script):
+    """The scripts train in float32; MPR is a difference of nearby gradients, so allow 1e-3 relative."""
+    module, qf, data = critic_and_batch(script, batch=64)
+    reference = reference_terms([critic_fn(qf, critic) for critic in range(2)], delta=1.0, **data)
+    qf32 = qf.float()
+    terms = module.pave_terms(qf32, *(value.float() for value in data.values()), 1.0, 1.0, 1.0, 1.0)
+    for name in ("mpr", "vfc", "curv"):
+        assert relative_error(terms[name].double(), reference[name]) < 1e-3, name
+
+
+def quadratic_critic(w_mixed: torch.Tensor, a_curv: torch.Tensor):
+    """Q(s, a) = a^T W s - 0.5 a^T A a: d2Q/dsda = W, d2Q/da2 = -A, exactly, everywhere."""
+    return lambda obs, actions: (actions * (obs @ w_mixed.T)).sum(-1) - 0.5 * ((actions @ a_curv) * actions).sum(-1)
+
+
+def all_sign_vectors(dim: int) -> torch.Tensor:
+    """Every Rademacher vector in `dim` dims: averaging over them is the exact expectation."""
+    return torch.tensor(list(itertools.product((-1.0, 1.0), repeat=dim)), dtype=torch.float64)
+
+
+def test_reference_semantics_on_a_critic_with_known_derivatives():
+    """The reference (which the fast terms equal, above) measures what SPEC section 1 says: MPR / sigma^2 averages to
+    ||W||_F^2 / d_a, VFC is ||W (s' - s)||^2 / d_a, the Curv probe averages to tr(-A), and the hinge is
+    relu(v^T H v + delta), summed over the two critics."""
+    generator = torch.Generator().manual_seed(7)
+    w_mixed = [torch.randn(ACT_DIM, OBS_DIM, generator=generator, dtype=torch.float64) for _ in range(2)]
+    roots = [torch.randn(ACT_DIM, ACT_DIM, generator=generator, dtype=torch.float64) for _ in range(2)]
+    a_curv = [root @ root.T + 0.5 * torch.eye(ACT_DIM, dtype=torch.float64) for root in roots]
+    critics = [quadratic_critic(w, a) for w, a in zip(w_mixed, a_curv)]
+
+    signs = all_sign_vectors(ACT_DIM)
+    sigma, n_states = 0.01, 4
+    obs = torch.randn(n_states, OBS_DIM, generator=generator, dtype=torch.float64)
+    # every state with every sign vector and every noise direction: eps runs over sigma * (+-e_j), whose average outer
+    # product is exactly sigma^2 I / d_s, and v over all sign vectors, whose average outer product is I
+    noise_directions = torch.cat([torch.eye(OBS_DIM), -torch.eye(OBS_DIM)]).double()
+    rows = list(itertools.product(range(n_states), range(len(signs)), range(len(noise_directions))))
+    batch_obs = obs[[r[0] for r in rows]]
+    probes = signs[[r[1] for r in rows]]
+    state_noise = sigma * noise_directions[[r[2] for r in rows]]
+    actions = torch.rand(len(rows), ACT_DIM, generator=generator, dtype=torch.float64) * 2 - 1
+    next_obs = batch_obs + torch.randn(len(rows), OBS_DIM, generator=generator, dtype=torch.float64)
+
+    big_delta = 1e3  # the hinge is active everywhere, so Curv = sum_i (mean v^T H_i v + delta)
+    terms = reference_terms(critics, batch_obs, actions, next_obs, state_noise, probes, big_delta)
+    # E ||W eps||^2 = sigma^2 ||W||_F^2 / d_s for eps = sigma * (+-e_j)
+    expected_mpr = sum(sigma**2 * w.square().sum() / OBS_DIM / ACT_DIM for w in w_mixed)
+    torch.testing.assert_close(terms["mpr"], expected_mpr, rtol=1e-9, atol=0)
+    expected_vfc = sum(((next_obs - batch_obs) @ w.T).square().sum(-1).mean() / ACT_DIM for w in w_mixed)
+    torch.testing.assert_close(terms["vfc"], expected_vfc, rtol=1e-9, atol=0)
+    expected_curv = sum(-torch.trace(a) + big_delta for a in a_curv)
+    torch.testing.assert_close(terms["curv"], expected_curv, rtol=1e-9, atol=0)
+
+    for delta in (0.0, 2.0, -1.0):  # the hinge: relu(-v^T A v + delta), sample by sample
+        hinge = reference_terms(critics, batch_obs, actions, next_obs, state_noise, probes, delta)["curv"]
+        expected = sum(torch.relu(-((probes @ a) * probes).sum(-1) + delta).mean() for a in a_curv)
+        torch.testing.assert_close(hinge, expected, rtol=1e-12, atol=1e-12)
+    assert reference_terms(critics, batch_obs, actions, next_obs, state_noise, probes, -1e6)["curv"] == 0
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_fast_terms_measure_the_exact_critic_derivatives(script):
+    """On an MLP, against exact autograd Hessians: MPR / sigma^2 over the noise directions +-sigma e_j tends to
+    ||d2Q/dsda||_F^2 / (d_s d_a); VFC with a tiny step s' - s = h u is h^2 ||d2Q/dsda u||^2 / d_a to first order; and
+    Curv over all sign vectors with the hinge active is the trace of d2Q/da2 plus delta."""
+    module, qf, data = critic_and_batch(script, batch=3)
+    signs = all_sign_vectors(ACT_DIM)
+    directions = torch.cat([torch.eye(OBS_DIM), -torch.eye(OBS_DIM)]).double()
+    rows = list(itertools.product(range(3), range(len(signs)), range(len(directions))))
+    obs, actions = data["obs"][[r[0] for r in rows]], data["actions"][[r[0] for r in rows]]
+    step, sigma = torch.randn(OBS_DIM, dtype=torch.float64), 1e-5
+    terms = module.pave_terms(qf, obs, actions, obs + sigma * step, sigma * directions[[r[2] for r in rows]],
+                              signs[[r[1] for r in rows]], 1.0, 1.0, 1.0, 1e3)
+
+    expected_mpr = expected_vfc = expected_curv = 0.0
+    for critic in range(2):
+        q = critic_fn(qf, critic)
+        for obs_row, action_row in zip(data["obs"], data["actions"]):
+            hessian = torch.autograd.functional.hessian(lambda s, a: q(s[None], a[None]).sum(), (obs_row, action_row))
+            mixed, action_hessian = hessian[1][0], hessian[1][1]  # d2Q/da ds (d_a, d_s), d2Q/da2
+            expected_mpr += sigma**2 * mixed.square().sum() / OBS_DIM / ACT_DIM / 3
+            expected_vfc += sigma**2 * (mixed @ step).square().sum() / ACT_DIM / 3
+            expected_curv += (torch.trace(action_hessian) + 1e3) / 3
+    torch.testing.assert_close(terms["mpr"], expected_mpr, rtol=1e-3, atol=0)
+    torch.testing.assert_close(terms["vfc"], expected_vfc, rtol=1e-3, atol=0)
+    torch.testing.assert_close(terms["curv"], expected_curv, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_zero_weights_leave_the_base_critic_loss(script):
+    """All-zero weights: no term is computed, nothing joins the graph, and TD + sum lambda * term is the TD loss."""
+    module, qf, data = critic_and_batch(script)
+    terms = module.pave_terms(qf, data["obs"], data["actions"], data["next_obs"], None, None, 0.0, 0.0, 0.0, 1.0)
+    td_loss = qf(data["obs"], data["actions"]).square().mean(1).sum()
+    total = td_loss + sum(0.0 * term for term in terms.values())
+    assert all(term.item() == 0.0 and not term.requires_grad for term in terms.values())
+    assert torch.equal(total, td_loss)
+
+
+def tiny_run(script: str, env_id: str, tmp_path, monkeypatch, **overrides) -> tuple[dict, pathlib.Path]:
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    settings = dict(env_id=env_id, total_timesteps=300, learning_starts=100, hidden_sizes=(32, 32), eval_freq=0,
+                    eval_episodes=1, run_name=f"{script}_{env_id}", seed=1)
+    settings.update(overrides)
+    return module.main(module.Args(**settings)), tmp_path / "runs" / settings["run_name"]
+
+
+def scalars(run_dir: pathlib.Path) -> dict[str, list]:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [event.value for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_train_on_hopper_and_log_the_terms(script, tmp_path, monkeypatch):
+    """Past learning_starts on a MuJoCo env with the paper's Hopper weights (Pendulum runs in test_scripts_smoke)."""
+    results, run_dir = tiny_run(script, "Hopper-v5", tmp_path, monkeypatch)
+    assert results["global_step"] == 300
+    assert results["config"]["lam_mpr"] == (0.1 if script.startswith("td3") else 2.0)
+    logged = scalars(run_dir)
+    for name in ("losses/pave_mpr", "losses/pave_vfc", "losses/pave_curv"):
+        assert logged[name] and all(value > 0 for value in logged[name]), name
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_all_zero_weights_reproduce_the_base_run(script, tmp_path, monkeypatch):
+    """No PAVE randomness is drawn and the loss is the TD loss, so the run is the base's, update for update."""
+    base = script.replace("_pave", "")
+    base_results, base_dir = tiny_run(base, "Pendulum-v1", tmp_path, monkeypatch, save_model=True)
+    pave_results, pave_dir = tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, save_model=True,
+                                      lam_mpr=0.0, lam_vfc=0.0, lam_curv=0.0)
+    assert pave_results["eval"]["episode_returns"] == base_results["eval"]["episode_returns"]
+    base_model = torch.load(base_dir / f"{base}.cleanrl_model", weights_only=False)
+    pave_model = torch.load(pave_dir / f"{script}.cleanrl_model", weights_only=False)
+    for key, value in base_model["qf"].items():
+        assert torch.equal(pave_model["qf"][key], value), key
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_non_finite_loss_stops_the_run_after_a_checkpoint(script, tmp_path, monkeypatch):
+    """lambda_Curv = 3e38 overflows lambda * Curv to inf in float32 (Curv >= delta per critic): the run stops at the
+    logging interval with a message naming the term, the overflowing updates were skipped, and the checkpoint holds
+    a finite critic to resume from."""
+    with pytest.raises(SystemExit, match=r"non-finite critic loss \(losses/pave_curv, losses/qf_loss\) in an update "
+                                         r"between steps 101 and 200"):
+        tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, lam_curv=3e38)
+    checkpoint = torch.load(next((tmp_path / "runs").glob("*/checkpoint.pt")), weights_only=False)
+    assert checkpoint["global_step"] == 200
+    assert all(torch.isfinite(value).all() for value in checkpoint["qf"].values())
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_weights_default_per_env_and_an_explicit_flag_wins(script):
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    paper = {  # SPEC section 4 (MPR, VFC, Curv)
+        "td3_pave_continuous": {"Hopper-v5": (0.1, 0.005, 0.5), "Pendulum-v1": (2.0, 0.005, 2.0),
+                                "Walker2d-v5": (0.1, 0.1, 0.01), "HalfCheetah-v5": (0.1, 0.1, 0.01)},
+        "sac_pave_continuous": {"Hopper-v5": (2.0, 0.0005, 3.0), "LunarLanderContinuous-v3": (0.1, 0.5, 0.05),
+                                "Walker2d-v5": (2.0, 0.005, 2.0), "HalfCheetah-v5": (0.1, 0.1, 0.01)},
+    }[script]
+    for env_id, weights in paper.items():
+        args = module.resolve_pave_args(module.Args(env_id=env_id))
+        assert (args.lam_mpr, args.lam_vfc, args.lam_curv) == weights, env_id
+    args = module.resolve_pave_args(module.Args(env_id="Hopper-v5", lam_vfc=0.0))
+    assert args.lam_vfc == 0.0 and args.pave_sigma == 0.01 and args.pave_delta == 1.0
+
+
+def test_a_negative_weight_is_a_one_line_error(tmp_path):
+    for script, flag in (("td3_pave_continuous", "--lam-mpr"), ("sac_pave_continuous", "--lam-curv")):
+        result = subprocess.run([sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), flag, "-0.5"],
+                                capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines() == [f"error: {flag} must be a finite non-negative number, got -0.5"]
+
+
+def test_the_drift_check_covers_both_pave_scripts():
+    assert {path.stem for path in variant_scripts()} >= set(SCRIPTS)
