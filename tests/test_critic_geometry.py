@@ -4,12 +4,12 @@ import importlib
 import json
 import math
 import os
-import pathlib
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cleanrl_pave.checkpointing import load_agent
 from cleanrl_pave.critic_geometry import (
@@ -24,7 +24,6 @@ from cleanrl_pave.critic_geometry import (
     spectral_norms,
 )
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 DTYPE = torch.float64
 
 
@@ -150,24 +149,24 @@ def test_geometry_metrics_leaves_the_networks_untouched():
 # ---------------------------------------------------------------------------------------- CLI on saved models
 
 
+SCRIPTS = ["td3_continuous", "sac_continuous", "td3_pave_continuous", "sac_pave_continuous"]
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """Tiny Pendulum runs of the base TD3 and SAC scripts and, once it exists, TD3 PAVE: {script: run dir}."""
+    """Tiny Pendulum runs of the base and PAVE scripts, logging live geometry at their last step: {script: run dir}."""
     root = tmp_path_factory.mktemp("geometry_runs")
-    scripts = ["td3_continuous", "sac_continuous"]
-    if (PACKAGE / "td3_pave_continuous.py").exists():
-        scripts.append("td3_pave_continuous")
     previous_dir = os.getcwd()
     os.chdir(root)
     try:
-        for script in scripts:
+        for script in SCRIPTS:
             module = importlib.import_module(f"cleanrl_pave.{script}")
             module.main(module.Args(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100,
                                     hidden_sizes=(32, 32), eval_freq=0, eval_episodes=1, checkpoint_freq=200,
-                                    save_model=True, run_name=script, cuda=False))
+                                    geometry_freq=300, save_model=True, run_name=script, cuda=False))
     finally:
         os.chdir(previous_dir)
-    return {script: root / "runs" / script for script in scripts}
+    return {script: root / "runs" / script for script in SCRIPTS}
 
 
 def test_cli_matches_an_independent_finite_difference_computation(tiny_runs, tmp_path):
@@ -221,10 +220,8 @@ def test_cli_matches_an_independent_finite_difference_computation(tiny_runs, tmp
     assert result["flip_rate"] == pytest.approx((cosines < 0).double().mean().item(), abs=2 / 398)
 
 
-@pytest.mark.parametrize("script", ["td3_continuous", "sac_continuous", "td3_pave_continuous"])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_cli_runs_on_models_and_checkpoints_of_any_script(tiny_runs, script, capsys):
-    if script not in tiny_runs:
-        pytest.skip(f"{script}.py does not exist yet")
     for path, global_step in ((tiny_runs[script] / f"{script}.cleanrl_model", 300),
                               (tiny_runs[script] / "checkpoint.pt", 200)):
         result = main(["--model", str(path), "--episodes", "1", "--seed", "5"])
@@ -233,3 +230,15 @@ def test_cli_runs_on_models_and_checkpoints_of_any_script(tiny_runs, script, cap
         assert 0 <= result["M_mean"] <= result["M_sup"] and math.isfinite(result["M_sup"])
         assert all(0.0 <= result[key] <= 1.0 for key in ("ndef_rate", "trace_rate", "flip_rate"))
         assert "M_sup" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_live_geometry_logged_by_a_script_equals_the_cli_on_its_saved_model(tiny_runs, script):
+    # the script logs geometry of its final critic on its final evaluation episode (seed + 10,000), as the CLI does
+    accumulator = EventAccumulator(str(tiny_runs[script]), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    result = main(["--model", str(tiny_runs[script] / f"{script}.cleanrl_model"), "--episodes", "1"])
+    for key in METRIC_KEYS:
+        (event,) = accumulator.Scalars(f"geometry/{key}")
+        assert event.step == 300
+        assert event.value == pytest.approx(result[key], rel=1e-5, abs=1e-6), key
