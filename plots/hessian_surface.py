@@ -218,7 +218,12 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--models", nargs="+", required=True, metavar="NAME=PATH",
                         help="method=model path, Base first (it picks the pair and reference point)")
     parser.add_argument("--out", required=True, help="output path without extension")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (1 was fastest on a 2-core CPU, as for the training scripts)")
     options = parser.parse_args(argv)
+    if options.threads <= 0:
+        parser.error(f"--threads must be positive, got {options.threads}")
+    torch.set_num_threads(options.threads)
     models = parse_models(options.models)
     out = os.path.splitext(options.out)[0] if options.out.endswith((".png", ".pdf")) else options.out
     rows = []
