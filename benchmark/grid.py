@@ -42,7 +42,6 @@ KNOWN_SCRIPTS = frozenset(
     [f"{backbone}_continuous" for backbone in BACKBONES]
     + [f"{backbone}_{method}_continuous" for backbone in BACKBONES for method in METHODS]
 )
-PAPER_SEEDS = (178132, 410580, 922852, 787576, 660993)
 
 # Flags the runner sets itself; a suite or --set that names one would silently fight the runner.
 RUNNER_FLAGS = frozenset({"env-id", "seed", "run-name", "resume", "threads", "track", "wandb-project-name",
@@ -184,6 +183,8 @@ def load_suite(name_or_path: str, overrides: dict | None = None, scripts_dir: Pa
         for key, values in (("envs", envs), ("scripts", scripts), ("seeds", seeds)):
             if not values or not isinstance(values, list):
                 raise SuiteError(f"{where}: '{key}' must be a non-empty list")
+        if not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+            raise SuiteError(f"{where}: seeds must be integers, got {seeds}")
         for script in scripts:
             check_script(script, scripts_dir, where)
         grid_flags = checked_flags(grid.get("flags", {}), where) if grid is not spec else {}
@@ -197,8 +198,7 @@ def load_suite(name_or_path: str, overrides: dict | None = None, scripts_dir: Pa
                         raise SuiteError(f"{where}: tag {tag!r} must be letters, digits, '.+-' and single '_'")
                     flags = {**suite_flags, **env_flags.get(env_id, {}), **grid_flags, **cell_flags, **overrides}
                     for seed in seeds:
-                        runs.append(Run(run_name(env_id, script, int(seed), tag), env_id, script, int(seed), tag,
-                                        flags))
+                        runs.append(Run(run_name(env_id, script, seed, tag), env_id, script, seed, tag, flags))
 
     seen = set()
     for run in runs:

@@ -30,6 +30,7 @@ def _atomic_write(path: str, write) -> None:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp makes owner-only files; results are meant to be shared
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
