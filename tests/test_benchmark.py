@@ -38,16 +38,15 @@ TINY_RUNS = ["Pendulum-v1__td3_continuous__1", "Pendulum-v1__td3_continuous__2",
              "Pendulum-v1__sac_continuous__1", "Pendulum-v1__sac_continuous__2"]
 
 
-def benchmark(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+def benchmark(*args, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(RUN_PY), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+                          timeout=timeout)
 
 
-def start_benchmark(*args, env=None) -> subprocess.Popen:
+def start_benchmark(*args) -> subprocess.Popen:
     """A runner in its own process group, so the test can kill it and its runs together."""
     return subprocess.Popen([sys.executable, str(RUN_PY), *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def write_suite(directory: Path, name: str, suite: dict) -> Path:
@@ -96,12 +95,6 @@ def processes_in(directory: Path) -> list[int]:
         except OSError:
             pass
     return pids
-
-
-@pytest.fixture(scope="module", autouse=True)
-def scripts_written():
-    if "def main" not in (SCRIPTS_DIR / "td3_continuous.py").read_text():
-        pytest.fail("cleanrl_pave/td3_continuous.py has no main()")
 
 
 @pytest.fixture
@@ -153,7 +146,8 @@ def test_suite_commands_parse_with_each_scripts_own_cli():
                 spec.loader.exec_module(module)
                 parsers[command["script"]] = module.Args
             args = tyro.cli(parsers[command["script"]], args=command["args"])
-            assert args.resume and args.track and args.run_name == command["run-name"]
+            assert args.resume and args.run_name == command["run-name"]
+            assert args.track and args.wandb_group == suite and suite in args.wandb_tags
     assert "td3_continuous" in parsers and "sac_continuous" in parsers
 
 
