@@ -297,3 +297,15 @@ def test_a_negative_weight_is_a_one_line_error(tmp_path):
 
 def test_the_drift_check_covers_both_pave_scripts():
     assert {path.stem for path in variant_scripts()} >= set(SCRIPTS)
+
+
+def test_the_speed_benchmark_runs_every_mode(tmp_path, monkeypatch):
+    """benchmark/pave_release_pattern.py at its smallest: one timed update per mode (full-size SAC networks)."""
+    benchmark = importlib.import_module("benchmark.pave_release_pattern")
+    output = tmp_path / "speed.json"
+    monkeypatch.setattr(sys, "argv", ["pave_release_pattern.py", "--algos", "sac", "--threads", "1", "--updates", "1",
+                                      "--rounds", "1", "--json", str(output)])
+    benchmark.main()
+    (row,) = json.loads(output.read_text())
+    assert {"base", "pave", "release", "release_stacked"} <= row.keys()
+    assert all(row[mode] > 0 for mode in ("base", "pave", "release", "release_stacked"))
