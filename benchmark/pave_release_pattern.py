@@ -20,6 +20,7 @@ printed before and after says how busy the machine was.
 
     python benchmark/pave_release_pattern.py                          # TD3 and SAC Hopper dims, 1 and 2 threads
     python benchmark/pave_release_pattern.py --algos td3 --threads 1 --compile
+    python benchmark/pave_release_pattern.py --algos td3 --hidden-sizes 256 256 --batch-size 256
 """
 
 from __future__ import annotations
@@ -85,9 +86,8 @@ def release_terms(critics: SeparateCritics, obs, actions, next_obs, state_noise,
     return {"mpr": mpr, "vfc": vfc, "curv": curv}
 
 
-def make_update(algo: str, mode: str, compile_losses: bool, generator: torch.Generator):
+def make_update(algo: str, mode: str, compile_losses: bool, generator: torch.Generator, settings: dict):
     """A closure running one critic update of `mode` on fresh networks and a random replay buffer."""
-    settings = SETTINGS[algo]
     base = importlib.import_module(f"cleanrl_pave.{algo}_continuous")
     pave = importlib.import_module(f"cleanrl_pave.{algo}_pave_continuous")
     args = base.Args(hidden_sizes=settings["hidden"])
@@ -144,12 +144,13 @@ def make_update(algo: str, mode: str, compile_losses: bool, generator: torch.Gen
     return update
 
 
-def measure(algo: str, threads: int, compile_losses: bool, updates: int, rounds: int, clock) -> dict[str, float]:
+def measure(algo: str, threads: int, compile_losses: bool, updates: int, rounds: int, clock,
+            settings: dict) -> dict[str, float]:
     """Median time (ms, by `clock`) of one critic update per mode, modes interleaved round by round."""
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
     modes = ["base", "pave"] + ([] if compile_losses else ["release", "release_stacked"])
-    updaters = {mode: make_update(algo, mode, compile_losses, generator) for mode in modes}
+    updaters = {mode: make_update(algo, mode, compile_losses, generator, settings) for mode in modes}
     for update in updaters.values():  # warm-up (and compilation)
         for _ in range(5):
             update()
@@ -172,10 +173,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall-clock time, or this process's CPU time (one thread only)")
+    parser.add_argument("--hidden-sizes", nargs="+", type=int, help="override the backbone's critic hidden sizes")
+    parser.add_argument("--batch-size", type=int, help="override the backbone's batch size")
     parser.add_argument("--json", help="also write the table to this file")
     args = parser.parse_args()
-    if min(args.updates, args.rounds, *args.threads) <= 0:
-        raise SystemExit("error: --updates, --rounds and --threads must be positive")
+    if min(args.updates, args.rounds, *args.threads, *(args.hidden_sizes or [1]), args.batch_size or 1) <= 0:
+        raise SystemExit("error: --updates, --rounds, --threads, --hidden-sizes and --batch-size must be positive")
     if args.clock == "cpu" and max(args.threads) > 1:
         raise SystemExit("error: --clock cpu sums the CPU time of all threads; use it with --threads 1")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -187,8 +190,11 @@ def main() -> None:
           f"{'rel. stacked ms':>15s} {'pave/base':>9s} {'release/pave':>12s} {'rel. stacked/pave':>17s}")
     for algo in args.algos:
         for threads in args.threads:
-            times = measure(algo, threads, args.compile, args.updates, args.rounds, clock)
-            row = {"algo": algo, "threads": threads, "compile": args.compile, "clock": args.clock, **times}
+            settings = {**SETTINGS[algo], **({"hidden": tuple(args.hidden_sizes)} if args.hidden_sizes else {}),
+                        **({"batch": args.batch_size} if args.batch_size else {})}
+            times = measure(algo, threads, args.compile, args.updates, args.rounds, clock, settings)
+            row = {"algo": algo, "threads": threads, "compile": args.compile, "clock": args.clock,
+                   "hidden_sizes": list(settings["hidden"]), "batch_size": settings["batch"], **times}
             rows.append(row)
             cells = [f"{times[mode]:{width}.2f}" if mode in times else f"{'-':>{width}s}"
                      for mode, width in (("release", 10), ("release_stacked", 15))]
