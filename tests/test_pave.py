@@ -139,6 +139,12 @@ def all_sign_vectors(dim: int) -> torch.Tensor:
     return torch.tensor(list(itertools.product((-1.0, 1.0), repeat=dim)), dtype=torch.float64)
 
 
+def isotropic_directions(dim: int) -> torch.Tensor:
+    """+-sqrt(dim) e_j, j < dim: zero mean and average outer product I, like N(0, I), so that averaging over them
+    gives the exact expectation of a quadratic form of the noise."""
+    return dim**0.5 * torch.cat([torch.eye(dim), -torch.eye(dim)]).double()
+
+
 def test_reference_semantics_on_a_critic_with_known_derivatives():
     """The reference (which the fast terms equal, above) measures what SPEC section 1 says: MPR / sigma^2 averages to
     ||W||_F^2 / d_a, VFC is ||W (s' - s)||^2 / d_a, the Curv probe averages to tr(-A), and the hinge is
@@ -152,9 +158,9 @@ def test_reference_semantics_on_a_critic_with_known_derivatives():
     signs = all_sign_vectors(ACT_DIM)
     sigma, n_states = 0.01, 4
     obs = torch.randn(n_states, OBS_DIM, generator=generator, dtype=torch.float64)
-    # every state with every sign vector and every noise direction: eps runs over sigma * (+-e_j), whose average outer
-    # product is exactly sigma^2 I / d_s, and v over all sign vectors, whose average outer product is I
-    noise_directions = torch.cat([torch.eye(OBS_DIM), -torch.eye(OBS_DIM)]).double()
+    # every state with every sign vector v and every noise direction: the batch averages are exact expectations over
+    # eps ~ (0, sigma^2 I) and Rademacher v
+    noise_directions = isotropic_directions(OBS_DIM)
     rows = list(itertools.product(range(n_states), range(len(signs)), range(len(noise_directions))))
     batch_obs = obs[[r[0] for r in rows]]
     probes = signs[[r[1] for r in rows]]
@@ -164,8 +170,7 @@ def test_reference_semantics_on_a_critic_with_known_derivatives():
 
     big_delta = 1e3  # the hinge is active everywhere, so Curv = sum_i (mean v^T H_i v + delta)
     terms = reference_terms(critics, batch_obs, actions, next_obs, state_noise, probes, big_delta)
-    # E ||W eps||^2 = sigma^2 ||W||_F^2 / d_s for eps = sigma * (+-e_j)
-    expected_mpr = sum(sigma**2 * w.square().sum() / OBS_DIM / ACT_DIM for w in w_mixed)
+    expected_mpr = sum(sigma**2 * w.square().sum() / ACT_DIM for w in w_mixed)
     torch.testing.assert_close(terms["mpr"], expected_mpr, rtol=1e-9, atol=0)
     expected_vfc = sum(((next_obs - batch_obs) @ w.T).square().sum(-1).mean() / ACT_DIM for w in w_mixed)
     torch.testing.assert_close(terms["vfc"], expected_vfc, rtol=1e-9, atol=0)
@@ -181,12 +186,12 @@ def test_reference_semantics_on_a_critic_with_known_derivatives():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_fast_terms_measure_the_exact_critic_derivatives(script):
-    """On an MLP, against exact autograd Hessians: MPR / sigma^2 over the noise directions +-sigma e_j tends to
-    ||d2Q/dsda||_F^2 / (d_s d_a); VFC with a tiny step s' - s = h u is h^2 ||d2Q/dsda u||^2 / d_a to first order; and
+    """On an MLP, against exact autograd Hessians: MPR / sigma^2 over isotropic noise tends to ||d2Q/dsda||_F^2 / d_a
+    as sigma -> 0; VFC with a tiny step s' - s = h u is h^2 ||d2Q/dsda u||^2 / d_a to first order; and
     Curv over all sign vectors with the hinge active is the trace of d2Q/da2 plus delta."""
     module, qf, data = critic_and_batch(script, batch=3)
     signs = all_sign_vectors(ACT_DIM)
-    directions = torch.cat([torch.eye(OBS_DIM), -torch.eye(OBS_DIM)]).double()
+    directions = isotropic_directions(OBS_DIM)
     rows = list(itertools.product(range(3), range(len(signs)), range(len(directions))))
     obs, actions = data["obs"][[r[0] for r in rows]], data["actions"][[r[0] for r in rows]]
     step, sigma = torch.randn(OBS_DIM, dtype=torch.float64), 1e-5
@@ -199,7 +204,7 @@ def test_fast_terms_measure_the_exact_critic_derivatives(script):
         for obs_row, action_row in zip(data["obs"], data["actions"]):
             hessian = torch.autograd.functional.hessian(lambda s, a: q(s[None], a[None]).sum(), (obs_row, action_row))
             mixed, action_hessian = hessian[1][0], hessian[1][1]  # d2Q/da ds (d_a, d_s), d2Q/da2
-            expected_mpr += sigma**2 * mixed.square().sum() / OBS_DIM / ACT_DIM / 3
+            expected_mpr += sigma**2 * mixed.square().sum() / ACT_DIM / 3
             expected_vfc += sigma**2 * (mixed @ step).square().sum() / ACT_DIM / 3
             expected_curv += (torch.trace(action_hessian) + 1e3) / 3
     torch.testing.assert_close(terms["mpr"], expected_mpr, rtol=1e-3, atol=0)
