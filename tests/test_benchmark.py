@@ -3,6 +3,7 @@
 Tiny runs (Pendulum, 300 steps, 32-32 networks) keep this file to a few minutes on 2 cores.
 """
 
+import csv
 import importlib.util
 import json
 import os
@@ -227,6 +228,45 @@ def test_local_suite_runs_then_skips_everything(tmp_path, tiny_suite):
     second = benchmark("--suite", tiny_suite, "--out", out, "--workers", 2)
     assert second.returncode == 0 and "0 done, 4 skipped" in second.stdout
     assert {name: results(out, name).stat().st_mtime_ns for name in TINY_RUNS} == mtimes
+    check_tables_and_curves(out, tmp_path)
+
+
+def check_tables_and_curves(out: Path, tmp_path: Path) -> None:
+    """The suite's real runs make a table and curves; a W&B-format export of the same runs gives the same table."""
+    figures = tmp_path / "figures" / "tiny"
+    for command in (["tables.py", "--runs", out / "runs", "--out", tmp_path / "table.md"],
+                    ["curves.py", "--runs", out / "runs", "--out", figures]):
+        done = subprocess.run([sys.executable, str(REPO / "plots" / command[0]), *map(str, command[1:])],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert "Pendulum-v1" in table and "base" in table
+    for kind in ("return", "smoothness"):
+        assert figures.with_name(f"tiny_{kind}.png").is_file() and figures.with_name(f"tiny_{kind}.pdf").is_file()
+
+    sys.path.insert(0, str(REPO))
+    try:
+        from plots.loader import load_runs
+        from plots.tables import make_table, summarize
+    finally:
+        sys.path.remove(str(REPO))
+    finals = [json.loads(results(out, name).read_text()) for name in TINY_RUNS]
+    local = load_runs(out / "runs")
+    summary = summarize(local).set_index(["backbone", "env", "method", "metric"])
+    for backbone in ("td3", "sac"):
+        returns = [r["eval"]["return_mean"] for r in finals if r["script"].startswith(backbone)]
+        assert summary.loc[(backbone, "Pendulum-v1", "base", "re"), "mean"] == pytest.approx(sum(returns) / 2)
+
+    export = tmp_path / "wandb_export.csv"  # the run table as the W&B UI exports it: summary = last logged values
+    with open(export, "w", newline="") as file:
+        writer = csv.writer(file, quoting=csv.QUOTE_ALL)
+        writer.writerow(["Name", "State", "Notes", "User", "Tags", "Created", "Runtime", "Sweep", "env_id",
+                         "exp_name", "seed", "eval/episodic_return", "eval/smoothness", "global_step"])
+        for r in finals:
+            writer.writerow([r["run_name"], "finished", "-", "someone", "", "2026-01-01T00:00:00.000Z", "9", "",
+                             r["env_id"], r["exp_name"], r["seed"], repr(r["eval"]["return_mean"]),
+                             repr(r["eval"]["smoothness_mean"]), r["global_step"]])
+    assert make_table(load_runs(export)) == make_table(local)
 
 
 def test_failed_run_is_retried_reported_and_fails_the_runner(tmp_path):
