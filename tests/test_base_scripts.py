@@ -159,16 +159,19 @@ def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_missing_optional_dependency_names_the_extra(tmp_path):
-    # a Box2D module that fails to import stands in for a machine without the box2d extra
-    fake = tmp_path / "no_box2d"
-    (fake / "Box2D").mkdir(parents=True)
-    (fake / "Box2D" / "__init__.py").write_text("raise ImportError('Box2D is not installed')\n")
-    result = run_script("td3_continuous", "--env-id", "LunarLanderContinuous-v3", cwd=tmp_path,
-                        env={"PYTHONPATH": f"{fake}{os.pathsep}{REPO}"})
+@pytest.mark.parametrize("module, flags, extra", [
+    ("Box2D", ["--env-id", "LunarLanderContinuous-v3"], "box2d"),
+    ("moviepy", ["--env-id", "Pendulum-v1", "--capture-video"], "video"),
+])
+def test_missing_optional_dependency_names_the_extra(module, flags, extra, tmp_path):
+    # a module that fails to import stands in for a machine without the extra
+    fake = tmp_path / "missing"
+    (fake / module).mkdir(parents=True)
+    (fake / module / "__init__.py").write_text(f"raise ImportError('{module} is not installed')\n")
+    result = run_script("td3_continuous", *flags, cwd=tmp_path, env={"PYTHONPATH": f"{fake}{os.pathsep}{REPO}"})
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "pip install 'cleanrl_pave[box2d]'" in lines[0]
+    assert len(lines) == 1 and f"pip install 'cleanrl_pave[{extra}]'" in lines[0]
 
 
 def test_importing_a_script_does_not_train(tmp_path):
