@@ -80,7 +80,8 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
     several_backbones = len({backbone for backbone, _ in lines}) > 1
     columns = min(3, len(envs))
     rows = math.ceil(len(envs) / columns)
-    figure = Figure(figsize=(4.2 * columns, 3.2 * rows + 0.6), layout="constrained")
+    # at least 6 inches wide, so a one-env figure still has room for its title
+    figure = Figure(figsize=(max(4.2 * columns, 6.0), 3.2 * rows + 0.6), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     for axis, env in zip(axes, envs):
         panel = summary[summary["env"] == env]
@@ -103,7 +104,7 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
         for handle, label in zip(*axis.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 6))
-    figure.suptitle(f"{ylabel} ({metric}): mean ± std over seeds")
+    figure.suptitle(f"{ylabel}: mean ± std over seeds")
     return figure
 
 
