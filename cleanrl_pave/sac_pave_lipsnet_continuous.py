@@ -59,8 +59,8 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be used when available"""
-    threads: int = 2
-    """number of CPU threads torch may use (2 measured fastest on a 2-core CPU; the benchmark runner uses 1 per run)"""
+    threads: int = 1
+    """CPU threads for torch: 1 is safe when runs share the machine; more is faster only for a run alone (README)"""
     compile: bool = False
     """if toggled, the loss computations are compiled with torch.compile"""
     track: bool = False
