@@ -67,6 +67,7 @@ SUITE_PAPER_TABLES = {
     "critic_centric": ("critic_centric",),
     "caps_pave": ("caps_plus_pave",),
     "ablation": ("ablation",),
+    "quick": ("table1_td3",),  # far shorter runs than the paper's: its numbers show where full training ends up
 }
 PAPER_TABLE_PRIORITY = (
     "table1_td3", "table2_sac", "geometry_msup", "geometry_ndef", "geometry_cosine", "caps_plus_pave", "critic_centric",
