@@ -550,6 +550,8 @@ def main(args: Args) -> dict:
         if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
             atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
 
+    if start_step >= args.total_timesteps:  # resumed from a checkpoint of the last step: the loop did not run
+        summary = summarize(evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET))
     wall_time = wall_time_before + time.time() - start_time
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"

@@ -843,15 +843,6 @@ def main(args: Args) -> dict:
                 writer.add_scalar("losses/alpha", args.alpha, global_step)
                 writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
                                   global_step)
-        # ===== PAVE begin =====
-        if global_step % args.log_freq == 0 or global_step == args.total_timesteps:
-            if pave_nonfinite.any():  # the guard's only host sync, at the logging interval
-                atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
-                writer.close()
-                raise SystemExit(pave_nonfinite_message(pave_nonfinite, pave_checked_step + 1, global_step,
-                                                        checkpoint_path))
-            pave_checked_step = global_step
-        # ===== PAVE end =====
 
         if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
             evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
@@ -871,9 +862,22 @@ def main(args: Args) -> dict:
             for key, value in geometry.items():
                 writer.add_scalar(f"geometry/{key}", value, global_step)
 
+        # ===== PAVE begin =====
+        # checked after this step's evaluation, so a stop keeps that evaluation in the checkpoint it writes
+        if global_step % args.log_freq == 0 or global_step == args.total_timesteps:
+            if pave_nonfinite.any():  # the guard's only host sync, at the logging interval
+                atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
+                writer.close()
+                raise SystemExit(pave_nonfinite_message(pave_nonfinite, pave_checked_step + 1, global_step,
+                                                        checkpoint_path))
+            pave_checked_step = global_step
+        # ===== PAVE end =====
+
         if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
             atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
 
+    if start_step >= args.total_timesteps:  # resumed from a checkpoint of the last step: the loop did not run
+        summary = summarize(evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET))
     wall_time = wall_time_before + time.time() - start_time
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"

@@ -277,6 +277,19 @@ def test_a_non_finite_loss_stops_the_run_after_a_checkpoint(script, tmp_path, mo
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_a_run_stopped_at_its_last_step_keeps_that_evaluation_and_resumes(script, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="non-finite critic loss"):
+        tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, lam_curv=3e38, total_timesteps=200, eval_freq=100)
+    checkpoint = torch.load(next((tmp_path / "runs").glob("*/checkpoint.pt")), weights_only=False)
+    assert checkpoint["global_step"] == 200
+    assert [entry["step"] for entry in checkpoint["eval_history"]] == [100, 200]
+    results, _ = tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, total_timesteps=200, eval_freq=100,
+                          resume=True)
+    assert results["global_step"] == 200 and len(results["eval"]["episode_returns"]) == 1
+    assert [entry["step"] for entry in results["eval_history"]] == [100, 200]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_weights_default_per_env_and_an_explicit_flag_wins(script):
     module = importlib.import_module(f"cleanrl_pave.{script}")
     paper = {  # SPEC section 4 (MPR, VFC, Curv)
