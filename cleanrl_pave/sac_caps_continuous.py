@@ -33,8 +33,10 @@ from cleanrl_pave.checkpointing import (
     restore_rng_state,
     rng_state,
 )
+from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
 from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
 
@@ -394,7 +396,8 @@ def main(args: Args) -> dict:
         return (args.alpha * log_pi - qf(data["obs"], actions).min(0).values).mean()
 
     if args.compile:
-        critic_loss_fn, actor_loss_fn = torch.compile(critic_loss_fn), torch.compile(actor_loss_fn)
+        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", "--no-compile")
+        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", "--no-compile")
 
     def policy(obs: np.ndarray) -> np.ndarray:
         """Deterministic env-scale action, for evaluation."""
@@ -417,10 +420,13 @@ def main(args: Args) -> dict:
         for module, key in ((actor, "actor"), (qf, "qf"), (qf_target, "qf_target"),
                             (actor_optimizer, "actor_optimizer"), (q_optimizer, "q_optimizer"), (rb, "replay_buffer")):
             module.load_state_dict(checkpoint[key])
+        for group in (*actor_optimizer.param_groups, *q_optimizer.param_groups):
+            group["lr"] = args.learning_rate  # this invocation's flag wins over the saved value
         restore_rng_state(checkpoint["rng"], numpy_rng, torch_generator)
         start_step, eval_history = checkpoint["global_step"], checkpoint["eval_history"]
         wall_time_before = checkpoint["wall_time_s"]
 
+    nonfinite_guard = NonFiniteGuard(start_step)
     start_time = time.time()
     # TRY NOT TO MODIFY: start the game (a resumed run starts a fresh episode, seeded by its step)
     obs, _ = env.reset(seed=args.seed + start_step)
@@ -455,6 +461,9 @@ def main(args: Args) -> dict:
                 # optimize the model
                 q_optimizer.zero_grad(set_to_none=True)
                 qf_loss.backward()
+                # fused Adam skips the update if a loss is NaN/Inf (its found_inf input), so the critic stays finite
+                q_optimizer.found_inf = nonfinite_guard.check(qf1_loss=qf_losses[0], qf2_loss=qf_losses[1],
+                                                              qf_loss=qf_loss)
                 q_optimizer.step()
 
                 actor_loss = actor_loss_fn(data, noises[1])
@@ -465,6 +474,7 @@ def main(args: Args) -> dict:
                 # ===== CAPS end =====
                 actor_optimizer.zero_grad(set_to_none=True)
                 actor_loss.backward(inputs=actor_params)  # the critic's weights need no gradient here
+                actor_optimizer.found_inf = nonfinite_guard.check(actor_loss=actor_loss)
                 actor_optimizer.step()
 
                 # update the target network, all parameters in one fused in-place call
@@ -502,6 +512,14 @@ def main(args: Args) -> dict:
                                         [torch.as_tensor(o, device=device) for o in last_eval_obs])
             for key, value in geometry.items():
                 writer.add_scalar(f"geometry/{key}", value, global_step)
+
+        # the guard's only host sync: at the logging interval, after this step's evaluation so a stop keeps it
+        if global_step % args.log_freq == 0 or global_step == args.total_timesteps:
+            nonfinite_stop = nonfinite_guard.stop_message(global_step, checkpoint_path)
+            if nonfinite_stop:
+                atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
+                writer.close()
+                raise SystemExit(nonfinite_stop)
 
         if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
             atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)

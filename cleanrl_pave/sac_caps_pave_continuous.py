@@ -5,8 +5,7 @@
 # CAPS on SAC (Mysore et al. 2021, "Regularizing Action Policies for Smooth Control with Reinforcement Learning";
 # SPEC section 3): the actor loss gains a temporal term (pi(s) vs pi(s')) and a spatial term (pi(s) vs pi(s + n)),
 # with pi the deterministic action tanh(mean), as in the release.
-# PAVE on SAC (Lee et al., ICML 2026; SPEC section 1): the critic loss gains three terms on the critics' action
-# gradient field (MPR, VFC, Curv); the actor is untouched.
+# PAVE on SAC (Lee et al., ICML 2026): three critic-loss terms that shape the critics' action-gradient field.
 # ===== CAPS + PAVE end =====
 # SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
@@ -38,8 +37,10 @@ from cleanrl_pave.checkpointing import (
     restore_rng_state,
     rng_state,
 )
+from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
 from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
 
@@ -122,15 +123,19 @@ class Args:
     caps_sigma: float = 0.2
     """std of the CAPS spatial observation noise n ~ N(0, sigma^2 I), in raw observation units"""
     lam_mpr: Optional[float] = None
-    """PAVE weight lambda_1 of the mixed-partial term MPR (paper value per env, SPEC section 4)"""
+    """PAVE weight lambda_1 of the mixed-partial term MPR (paper: 2.0 on Hopper, Walker2d; 0.1 on every other env)"""
     lam_vfc: Optional[float] = None
-    """PAVE weight lambda_2 of the vector-field-consistency term VFC (paper value per env)"""
+    """PAVE weight lambda_2 of the vector-field-consistency term VFC (paper: 0.0005 on Ant, Hopper, Humanoid,
+    Reacher; 0.5 on LunarLander; 0.005 on Pendulum, Walker2d; 0.1 on every other env)"""
     lam_curv: Optional[float] = None
-    """PAVE weight lambda_3 of the curvature term Curv (paper value per env)"""
+    """PAVE weight lambda_3 of the curvature term Curv (paper: 1.0 on Ant, Humanoid, Reacher; 3.0 on Hopper;
+    0.05 on LunarLander; 0.5 on Pendulum; 2.0 on Walker2d; 0.01 on every other env)"""
     pave_sigma: float = 0.01
     """std of the MPR state perturbation eps ~ N(0, sigma^2 I), in raw observation units"""
     pave_delta: float = 1.0
     """curvature margin delta of Curv = sum_i mean relu(v^T H_i v + delta)"""
+    pave_compile: bool = True
+    """compile the PAVE loss (torch.compile, once per process; README "Speed"); eager if compiling fails"""
     # ===== CAPS + PAVE end =====
 
 
@@ -330,25 +335,16 @@ def caps_losses(actor: Actor, data: dict, obs_noise: torch.Tensor) -> tuple[torc
     return 0.5 * F.mse_loss(actions, next_actions), 0.5 * F.mse_loss(actions, noisy_actions)
 
 
-# The release's per-env PAVE weights (paper Tables 7-8, SPEC section 4) for this backbone: (MPR, VFC, Curv); an env not
-# listed uses PAVE_DEFAULT_WEIGHTS, the start of the paper's coordinate search.
-PAVE_DEFAULT_WEIGHTS = {"lam_mpr": 0.1, "lam_vfc": 0.1, "lam_curv": 0.01}
-PAVE_ENV_WEIGHTS = {
-    "Ant-v5": {"lam_mpr": 0.1, "lam_vfc": 0.0005, "lam_curv": 1.0},
-    "Hopper-v5": {"lam_mpr": 2.0, "lam_vfc": 0.0005, "lam_curv": 3.0},
-    "Humanoid-v5": {"lam_mpr": 0.1, "lam_vfc": 0.0005, "lam_curv": 1.0},
-    "LunarLanderContinuous-v3": {"lam_mpr": 0.1, "lam_vfc": 0.5, "lam_curv": 0.05},
-    "Pendulum-v1": {"lam_mpr": 0.1, "lam_vfc": 0.005, "lam_curv": 0.5},
-    "Reacher-v5": {"lam_mpr": 0.1, "lam_vfc": 0.0005, "lam_curv": 1.0},
-    "Walker2d-v5": {"lam_mpr": 2.0, "lam_vfc": 0.005, "lam_curv": 2.0},
-}
-# the critic losses the non-finite guard watches, in the order of the on-device flags
-PAVE_GUARDED_LOSSES = ("qf1_loss", "qf2_loss", "pave_mpr", "pave_vfc", "pave_curv", "qf_loss")
+# The release's (lambda_MPR, lambda_VFC, lambda_Curv) for SAC (paper Tables 7-8); the default started its search
+PAVE_DEFAULT_WEIGHTS = (0.1, 0.1, 0.01)
+PAVE_ENV_WEIGHTS = {"Ant-v5": (0.1, 0.0005, 1.0), "Hopper-v5": (2.0, 0.0005, 3.0), "Humanoid-v5": (0.1, 0.0005, 1.0),
+                    "LunarLanderContinuous-v3": (0.1, 0.5, 0.05), "Pendulum-v1": (0.1, 0.005, 0.5),
+                    "Reacher-v5": (0.1, 0.0005, 1.0), "Walker2d-v5": (2.0, 0.005, 2.0)}
 
 
 def resolve_pave_args(args: Args) -> Args:
     """Fill unset PAVE weights with the paper's value for this env (an explicit flag wins), then check them."""
-    weights = {**PAVE_DEFAULT_WEIGHTS, **PAVE_ENV_WEIGHTS.get(args.env_id, {})}
+    weights = dict(zip(("lam_mpr", "lam_vfc", "lam_curv"), PAVE_ENV_WEIGHTS.get(args.env_id, PAVE_DEFAULT_WEIGHTS)))
     args = dataclasses.replace(args, **{key: value for key, value in weights.items() if getattr(args, key) is None})
     for name in ("lam_mpr", "lam_vfc", "lam_curv", "pave_sigma"):
         value = getattr(args, name)
@@ -359,242 +355,57 @@ def resolve_pave_args(args: Args) -> Args:
     return args
 
 
-def _activation_jet(z: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sigma(z), sigma'(z), sigma''(z)) in closed form: SiLU from one sigmoid, ReLU with sigma'' = 0."""
-    if activation == "relu":
-        positive = (z > 0).to(z.dtype)
-        return z * positive, positive, torch.zeros_like(z)
+def silu_derivatives(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SiLU's sigma'(z) = s (1 + z (1 - s)) and sigma''(z) = s (1 - s) (2 + z (1 - 2 s)), with s = sigmoid(z)."""
     s = torch.sigmoid(z)
-    h = z * s
-    sigmoid_slope = torch.rsub(s, 1)  # 1 - s here, s (1 - s) = sigmoid' after the mul_ below
-    d1 = torch.addcmul(s, h, sigmoid_slope)  # s + z s (1 - s)
-    sigmoid_slope.mul_(s)
-    d2 = torch.rsub(s, 1, alpha=2).mul_(z).add_(2).mul_(sigmoid_slope)  # s (1 - s) (2 + z (1 - 2 s))
-    return h, d1, d2
+    return s * (1 + z * (1 - s)), s * (1 - s) * (2 + z * (1 - 2 * s))
 
 
-def _activation_third_derivative(z: torch.Tensor, activation: str) -> torch.Tensor:
-    """sigma'''(z): for SiLU s (1 - s) ((1 - 2 s)(3 + z (1 - 2 s)) - 2 z s (1 - s)); 0 for ReLU."""
-    if activation == "relu":
-        return torch.zeros_like(z)
-    s = torch.sigmoid(z)
-    sigmoid_slope = torch.rsub(s, 1).mul_(s)
-    centre = torch.rsub(s, 1, alpha=2)
-    return (centre * z).add_(3).mul_(centre).addcmul_(z, sigmoid_slope, value=-2).mul_(sigmoid_slope)
-
-
-def _accumulate(total: Optional[torch.Tensor], term: torch.Tensor) -> torch.Tensor:
-    """total + term (in place), where total may still be None."""
-    return term if total is None else total.add_(term)
-
-
-class PaveTermsFunction(torch.autograd.Function):
-    """The PAVE terms of the stacked twin critic, with the derivatives of the MLP written out.
-
-    For each critic, hidden layers l = 0..n-1 with pre-activations z_l, d1_l = sigma'(z_l), d2_l = sigma''(z_l):
-    - g = dQ/da by an explicit reverse pass: alpha_{n-1} = w_last, e_l = alpha_l * d1_l (= dQ/dz_l),
-      alpha_{l-1} = e_l W_l^T (= dQ/dh_{l-1}), g = e_0 W_0a^T with W_0a the action rows of W_0;
-    - v^T H v = d^2/dt^2 Q(s, a + t v) by forward mode: tangents t_0 = v W_0a, t_l = (d1_{l-1} * t_{l-1}) W_l; the
-      second-order tangents start at 0 and propagate linearly, so v^T H v = sum_l <alpha_l, d2_l * t_l^2>, which
-      reuses the adjoints (one extra matmul per hidden layer after the first, no second reverse pass).
-    The rows stack the states [s; s + eps; s'] (those the enabled terms need), all with the stored action, so the
-    action part a W_0a + b_0 of the first layer is computed once; Curv lives on the s rows.
-    backward() is the gradient of the terms with respect to every critic parameter, derived by hand (Curv needs
-    sigma'''): autograd would record and replay every elementwise product of sigma' and sigma''. It is checked against
-    a plain double/triple-backward autograd reference in tests/test_pave.py.
-    """
-
-    @staticmethod
-    def forward(ctx, config, obs, actions, next_obs, state_noise, probes, *params):
-        activation, use_mpr, use_vfc, use_curv, delta = config
-        weights, biases = params[: len(params) // 2], params[len(params) // 2:]
-        hidden, critics = len(weights) - 1, weights[0].shape[0]
-        batch, obs_dim = obs.shape
-        w_state, w_action = weights[0][:, :obs_dim], weights[0][:, obs_dim:]
-        states = [obs, *([obs + state_noise] if use_mpr else []), *([next_obs] if use_vfc else [])]
-        n_states = len(states)
-        stacked_states = torch.cat(states)
-        stacked_actions = actions.expand(critics, *actions.shape)
-
-        # forward pass (the first layer's action part is shared by the states)
-        action_part = torch.baddbmm(biases[0], stacked_actions, w_action)
-        z = torch.matmul(stacked_states, w_state).view(critics, n_states, batch, -1).add_(action_part.unsqueeze(1))
-        z = z.view(critics, n_states * batch, -1)
-        acts, d1s, d2s, s_pre_acts = [], [], [], []
-        for layer in range(hidden):
-            h, d1, d2 = _activation_jet(z, activation)
-            acts.append(h)
-            d1s.append(d1)
-            d2s.append(d2)
-            s_pre_acts.append(z[:, :batch])
-            if layer + 1 < hidden:
-                z = torch.baddbmm(biases[layer + 1], h, weights[layer + 1])
-
-        # reverse pass of the scalar output: alphas[l] = dQ/dh_l, dq_dz[l] = dQ/dz_l
-        alphas, dq_dz = [None] * hidden, [None] * hidden
-        alphas[-1] = weights[-1].transpose(1, 2)  # (critics, 1, H): the same for every row
-        for layer in range(hidden - 1, -1, -1):
-            dq_dz[layer] = alphas[layer] * d1s[layer]
-            if layer > 0:
-                alphas[layer - 1] = torch.bmm(dq_dz[layer], weights[layer].transpose(1, 2))
-
-        mpr = vfc = curv = obs.new_zeros(())
-        grad_diffs = {}  # term -> (g(s) - g(other state), row block of the other state)
-        if use_mpr or use_vfc:
-            action_grad = torch.bmm(dq_dz[0], w_action.transpose(1, 2)).view(critics, n_states, batch, -1)
-            per_critic_elements = batch * actions.shape[-1]  # MSE averages over batch and action dims
-            if use_mpr:
-                grad_diffs["mpr"] = (action_grad[:, 0] - action_grad[:, 1], 1)
-                mpr = grad_diffs["mpr"][0].square().sum() / per_critic_elements
-            if use_vfc:
-                grad_diffs["vfc"] = (action_grad[:, 0] - action_grad[:, n_states - 1], n_states - 1)
-                vfc = grad_diffs["vfc"][0].square().sum() / per_critic_elements
-
-        tangents, hinge_active = [], None
-        if use_curv:
-            tangents.append(torch.bmm(probes.expand(critics, *probes.shape), w_action))
-            for layer in range(1, hidden):
-                tangents.append(torch.bmm(d1s[layer - 1][:, :batch] * tangents[-1], weights[layer]))
-            probe_curvature = 0  # v^T H v, (critics, B)
-            for layer in range(hidden):
-                source = tangents[layer].square().mul_(d2s[layer][:, :batch])
-                if layer < hidden - 1:
-                    probe_curvature = probe_curvature + source.mul_(alphas[layer][:, :batch]).sum(-1)
-                else:
-                    probe_curvature = probe_curvature + torch.bmm(source, weights[-1]).squeeze(-1)
-            shifted = probe_curvature + delta
-            hinge_active = (shifted > 0).to(shifted.dtype)
-            curv = torch.relu(shifted).sum() / batch  # sum over critics of the batch mean
-
-        ctx.mark_non_differentiable(*(term for term, used in ((mpr, use_mpr), (vfc, use_vfc), (curv, use_curv))
-                                      if not used))  # a term that is off is a constant 0
-        ctx.config, ctx.sizes = config, (batch, n_states, obs_dim)
-        ctx.save_for_backward(stacked_states, actions, probes, *weights)
-        ctx.intermediates = (acts, d1s, d2s, s_pre_acts, alphas, dq_dz, tangents, hinge_active, grad_diffs)
-        return mpr, vfc, curv
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_mpr, grad_vfc, grad_curv):
-        activation, _, _, use_curv, _ = ctx.config
-        batch, n_states, obs_dim = ctx.sizes
-        stacked_states, actions, probes, *weights = ctx.saved_tensors
-        acts, d1s, d2s, s_pre_acts, alphas, dq_dz, tangents, hinge_active, grad_diffs = ctx.intermediates
-        hidden, critics = len(weights) - 1, weights[0].shape[0]
-        stacked_actions = actions.expand(critics, *actions.shape)
-        w_action = weights[0][:, obs_dim:]
-        grad_w, grad_b = [None] * len(weights), [None] * len(weights)
-        grad_w_action = None  # the action rows of W_0, gathered from three places
-
-        # MPR and VFC: d loss / d g on every state row
-        grad_dq_dz = None
-        if grad_diffs:
-            grad_action_grad = actions.new_zeros(critics, n_states, batch, actions.shape[-1])
-            for name, grad_out in (("mpr", grad_mpr), ("vfc", grad_vfc)):
-                if name in grad_diffs:
-                    diff, row = grad_diffs[name]
-                    contribution = diff * (grad_out * 2.0 / (batch * actions.shape[-1]))
-                    grad_action_grad[:, 0] += contribution
-                    grad_action_grad[:, row] -= contribution
-            grad_action_grad = grad_action_grad.view(critics, n_states * batch, -1)
-            grad_w_action = torch.bmm(grad_action_grad.transpose(1, 2), dq_dz[0])  # g = dq_dz_0 W_0a^T
-            grad_dq_dz = torch.bmm(grad_action_grad, w_action)
-
-        # Curv: back through the tangent chain, last layer first (s rows only)
-        grad_alpha_curv, grad_d1_curv, grad_d2_curv = [None] * hidden, [None] * hidden, [None] * hidden
-        if use_curv:
-            grad_probe = hinge_active.mul(grad_curv / batch).unsqueeze(-1)  # d loss / d (v^T H v)
-            grad_tangent = None
-            for layer in range(hidden - 1, -1, -1):
-                tangent, d2 = tangents[layer], d2s[layer][:, :batch]
-                alpha = alphas[layer][:, :batch] if layer < hidden - 1 else alphas[layer]
-                grad_times_tangent = grad_probe * tangent
-                grad_times_tangent_sq = grad_times_tangent * tangent
-                grad_alpha_curv[layer] = grad_times_tangent_sq * d2
-                grad_d2_curv[layer] = grad_times_tangent_sq.mul_(alpha)
-                grad_tangent = _accumulate(grad_tangent, grad_times_tangent.mul_(alpha).mul_(d2).mul_(2))
-                if layer > 0:  # tangent_l = (d1_{l-1} * tangent_{l-1}) W_l
-                    prev_tangent, prev_d1 = tangents[layer - 1], d1s[layer - 1][:, :batch]
-                    grad_w[layer] = torch.bmm((prev_d1 * prev_tangent).transpose(1, 2), grad_tangent)
-                    grad_scaled = torch.bmm(grad_tangent, weights[layer].transpose(1, 2))
-                    grad_d1_curv[layer - 1] = grad_scaled * prev_tangent
-                    grad_tangent = grad_scaled.mul_(prev_d1)
-                else:  # tangent_0 = v W_0a
-                    probe_rows = probes.expand(critics, *probes.shape).transpose(1, 2)
-                    grad_w_action = _accumulate(grad_w_action, torch.bmm(probe_rows, grad_tangent))
-
-        # back through the reverse pass, first layer first: dq_dz_l = alpha_l * d1_l, alpha_{l-1} = dq_dz_l W_l^T
-        grad_d1 = [None] * hidden
-        for layer in range(hidden):
-            if grad_dq_dz is None:  # Curv alone: the s rows are all the rows
-                grad_alpha, grad_d1[layer] = grad_alpha_curv[layer], grad_d1_curv[layer]
-            else:
-                grad_alpha = grad_dq_dz * d1s[layer]
-                grad_d1[layer] = grad_dq_dz.mul_(alphas[layer])
-                if use_curv:
-                    grad_alpha[:, :batch] += grad_alpha_curv[layer]
-                    if grad_d1_curv[layer] is not None:
-                        grad_d1[layer][:, :batch] += grad_d1_curv[layer]
-            if layer + 1 < hidden:
-                grad_w[layer + 1] = _accumulate(grad_w[layer + 1],
-                                                torch.bmm(grad_alpha.transpose(1, 2), dq_dz[layer + 1]))
-                grad_dq_dz = torch.bmm(grad_alpha, weights[layer + 1])
-            else:  # alpha_{n-1} = w_last, shared by every row
-                grad_w[-1] = grad_alpha.sum(1).unsqueeze(-1)
-
-        # back through the forward pass, last hidden layer first (Q itself does not enter the terms)
-        grad_act = None
-        for layer in range(hidden - 1, -1, -1):
-            grad_z = None if grad_act is None else grad_act.mul_(d1s[layer])
-            if grad_d1[layer] is not None:
-                grad_z = grad_d1[layer].mul_(d2s[layer]) if grad_z is None else \
-                    grad_z.addcmul_(grad_d1[layer], d2s[layer])
-            if use_curv:
-                third_term = grad_d2_curv[layer] * _activation_third_derivative(s_pre_acts[layer], activation)
-                if grad_z is None:  # Curv alone, last hidden layer
-                    grad_z = third_term
-                else:
-                    grad_z[:, :batch] += third_term
-            if layer > 0:
-                grad_w[layer] = _accumulate(grad_w[layer], torch.bmm(acts[layer - 1].transpose(1, 2), grad_z))
-                grad_b[layer] = grad_z.sum(1, keepdim=True)
-                grad_act = torch.bmm(grad_z, weights[layer].transpose(1, 2))
-            else:  # z_0 = S W_0s + a W_0a + b_0, with a shared by the state rows
-                grad_w_state = torch.matmul(stacked_states.t(), grad_z)
-                grad_z_shared = grad_z.view(critics, n_states, batch, -1).sum(1)
-                grad_w_action = _accumulate(grad_w_action, torch.bmm(stacked_actions.transpose(1, 2), grad_z_shared))
-                grad_b[0] = grad_z_shared.sum(1, keepdim=True)
-                grad_w[0] = torch.cat([grad_w_state, grad_w_action], 1)
-        grad_b[-1] = grad_w[-1].new_zeros(critics, 1, 1)  # the output bias does not enter the terms
-        return (None, None, None, None, None, None, *grad_w, *grad_b)
+# (sigma', sigma'') of each hidden activation as differentiable tensor ops; another activation adds its pair here
+ACTIVATION_DERIVATIVES = {"silu": silu_derivatives, "relu": lambda z: ((z > 0).to(z.dtype), torch.zeros_like(z))}
 
 
 def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
                state_noise: Optional[torch.Tensor], probes: Optional[torch.Tensor], lam_mpr: float, lam_vfc: float,
                lam_curv: float, delta: float) -> dict[str, torch.Tensor]:
-    """The PAVE critic terms (SPEC section 1), each summed over the twin critics of the stacked `qf`:
-      mpr  = sum_i MSE(g_i(s), g_i(s + eps)),  vfc = sum_i MSE(g_i(s), g_i(s')),  g_i = dQ_i/da at the stored a,
-      curv = sum_i mean_batch relu(v^T H_i v + delta),  H_i = d2Q_i/da2 at (s, a).
-    obs, next_obs, state_noise (eps, already scaled by sigma): (B, d_s); actions, probes (Rademacher v): (B, d_a).
-    A term whose weight is 0 is not computed and comes back as a zero tensor (its noise / probes may then be None).
-    The terms backpropagate into qf's parameters exactly as a double/triple backward through autograd would.
-    """
+    """mpr = sum_i MSE(g_i(s), g_i(s + eps)), vfc = sum_i MSE(g_i(s), g_i(s')), curv = sum_i mean_batch relu(v^T H_i v
+    + delta) over the twin critics i of `qf`, g_i = dQ_i/da and H_i = d2Q_i/da2 at the stored a, v a Rademacher probe;
+    a term with weight 0 is skipped (its noise or probes may be None) and is a constant 0. g and v^T H v are explicit
+    sweeps through the MLP in plain tensor ops: autograd's backward through them is the release's double/triple one."""
     use_mpr, use_vfc, use_curv = lam_mpr != 0, lam_vfc != 0, lam_curv != 0
+    terms = dict.fromkeys(("mpr", "vfc", "curv"), obs.new_zeros(()))
     if not (use_mpr or use_vfc or use_curv):
-        zero = obs.new_zeros(())
-        return {"mpr": zero, "vfc": zero, "curv": zero}
-    config = (qf.activation, use_mpr, use_vfc, use_curv, float(delta))
-    mpr, vfc, curv = PaveTermsFunction.apply(config, obs, actions, next_obs, state_noise, probes, *qf.weights,
-                                             *qf.biases)
-    return {"mpr": mpr, "vfc": vfc, "curv": curv}
-
-
-def pave_nonfinite_message(flags: torch.Tensor, since_step: int, step: int, checkpoint_path: str) -> str:
-    """The one-line stop message naming the critic losses that went NaN or Inf (flags: PAVE_GUARDED_LOSSES order)."""
-    names = ", ".join(f"losses/{name}" for name, bad in zip(PAVE_GUARDED_LOSSES, flags.tolist()) if bad)
-    return (f"error: non-finite critic loss ({names}) in an update between steps {since_step} and {step}: those "
-            f"critic updates were skipped and the run stopped; the last finite state is saved in {checkpoint_path} "
-            "(lower the PAVE weights, e.g. --lam-mpr/--lam-vfc/--lam-curv, and --resume)")
+        return terms
+    weights, biases, critics, (batch, obs_dim) = list(qf.weights), list(qf.biases), qf.num_critics, obs.shape
+    w_state, w_action = weights[0][:, :obs_dim], weights[0][:, obs_dim:]  # first-layer rows of s and of a
+    # forward over the states [s; s + eps; s'] that the terms need, all at the stored action a, whose part of the
+    # first layer, a W_a + b_0, is computed once; z_l: pre-activations of hidden layer l, (critics, rows * B, H_l)
+    states = torch.cat([obs, *([obs + state_noise] if use_mpr else []), *([next_obs] if use_vfc else [])])
+    rows = states.shape[0] // batch
+    action_part = torch.baddbmm(biases[0], actions.expand(critics, -1, -1), w_action).unsqueeze(1)
+    z = [(torch.matmul(states, w_state).unflatten(1, (rows, batch)) + action_part).flatten(1, 2)]
+    for weight, bias in zip(weights[1:-1], biases[1:-1]):
+        z.append(torch.baddbmm(bias, qf.activation_fn(z[-1]), weight))
+    slopes, bends = zip(*(ACTIVATION_DERIVATIVES[qf.activation](z_l) for z_l in z))  # sigma'(z_l), sigma''(z_l)
+    # reverse sweep: adjoints[l] = dQ/dh_l from dQ/dh_last = w_out down to g = (dQ/dh_0 * sigma'(z_0)) W_a^T
+    adjoints = [weights[-1].transpose(1, 2)]
+    for layer in range(len(z) - 1, 0, -1):
+        adjoints.insert(0, torch.bmm(adjoints[0] * slopes[layer], weights[layer].transpose(1, 2)))
+    g = torch.bmm(adjoints[0] * slopes[0], w_action.transpose(1, 2)).unflatten(1, (rows, batch))
+    if use_mpr:
+        terms["mpr"] = (g[:, 0] - g[:, 1]).square().mean((1, 2)).sum()
+    if use_vfc:
+        terms["vfc"] = (g[:, 0] - g[:, -1]).square().mean((1, 2)).sum()
+    if use_curv:  # forward mode on the s rows: tangent_l = dz_l/dt along a + t v, then
+        # v^T H v = d2Q/dt2 = sum_l <dQ/dh_l, sigma''(z_l) * tangent_l^2>, reusing the adjoints
+        tangent, probe_curvature = torch.bmm(probes.expand(critics, -1, -1), w_action), 0
+        for layer in range(len(z)):
+            if layer:
+                tangent = torch.bmm(slopes[layer - 1][:, :batch] * tangent, weights[layer])
+            probe_curvature = probe_curvature + (adjoints[layer][:, :batch] * bends[layer][:, :batch]
+                                                 * tangent.square()).sum(-1)
+        terms["curv"] = torch.relu(probe_curvature + delta).mean(1).sum()
+    return terms
 
 
 # ===== CAPS + PAVE end =====
@@ -677,7 +488,8 @@ def main(args: Args) -> dict:
         return (args.alpha * log_pi - qf(data["obs"], actions).min(0).values).mean()
 
     if args.compile:
-        critic_loss_fn, actor_loss_fn = torch.compile(critic_loss_fn), torch.compile(actor_loss_fn)
+        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", "--no-compile")
+        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", "--no-compile")
 
     def policy(obs: np.ndarray) -> np.ndarray:
         """Deterministic env-scale action, for evaluation."""
@@ -700,16 +512,17 @@ def main(args: Args) -> dict:
         for module, key in ((actor, "actor"), (qf, "qf"), (qf_target, "qf_target"),
                             (actor_optimizer, "actor_optimizer"), (q_optimizer, "q_optimizer"), (rb, "replay_buffer")):
             module.load_state_dict(checkpoint[key])
+        for group in (*actor_optimizer.param_groups, *q_optimizer.param_groups):
+            group["lr"] = args.learning_rate  # this invocation's flag wins over the saved value
         restore_rng_state(checkpoint["rng"], numpy_rng, torch_generator)
         start_step, eval_history = checkpoint["global_step"], checkpoint["eval_history"]
         wall_time_before = checkpoint["wall_time_s"]
 
     # ===== PAVE begin =====
-    pave_terms_fn = torch.compile(pave_terms) if args.compile else pave_terms
-    # which guarded loss (PAVE_GUARDED_LOSSES) went NaN/Inf since the last check, kept on the device
-    pave_nonfinite = torch.zeros(len(PAVE_GUARDED_LOSSES), dtype=torch.bool, device=device)
-    pave_checked_step = start_step
+    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile") if args.pave_compile \
+        else pave_terms
     # ===== PAVE end =====
+    nonfinite_guard = NonFiniteGuard(start_step)
     start_time = time.time()
     # TRY NOT TO MODIFY: start the game (a resumed run starts a fresh episode, seeded by its step)
     obs, _ = env.reset(seed=args.seed + start_step)
@@ -741,28 +554,25 @@ def main(args: Args) -> dict:
                 qf_losses = critic_loss_fn(data, noises[0])
                 qf_loss = 0.5 * qf_losses.sum()  # the release's (SB3) scaling; the paper's lambdas were tuned with it
                 # ===== PAVE begin =====
-                # eps ~ N(0, sigma^2 I) per sample and Rademacher probes v, each shared by both critics; drawn
-                # only for the terms that are on, so that all-zero weights reproduce the base run exactly
+                # eps ~ N(0, sigma^2 I), Rademacher v, shared by both critics; drawn only for terms that are on
                 pave_noise = args.pave_sigma * torch.randn(data["obs"].shape, generator=torch_generator,
                                                            device=device) if args.lam_mpr else None
                 pave_probes = torch.randint(0, 2, data["actions"].shape, generator=torch_generator, device=device,
                                             dtype=data["actions"].dtype).mul_(2).sub_(1) if args.lam_curv else None
                 pave = pave_terms_fn(qf, data["obs"], data["actions"], data["next_obs"], pave_noise, pave_probes,
                                      args.lam_mpr, args.lam_vfc, args.lam_curv, args.pave_delta)
-                pave_weighted = torch.stack([args.lam_mpr * pave["mpr"], args.lam_vfc * pave["vfc"],
-                                             args.lam_curv * pave["curv"]])
-                qf_loss = qf_loss + pave_weighted.sum()
-                # NaN/Inf guard without a host sync: flag the losses on the device (read at the logging interval)
-                # and have fused Adam skip this critic update if any is non-finite (its found_inf input, as under
-                # GradScaler): the critic stays finite, so the checkpoint written when the run stops can be resumed
-                pave_step_nonfinite = ~torch.cat([qf_losses, pave_weighted, qf_loss.reshape(1)]).isfinite()
-                pave_nonfinite |= pave_step_nonfinite
-                q_optimizer.found_inf = pave_step_nonfinite.any().float()
+                pave_weighted = {"pave_mpr": args.lam_mpr * pave["mpr"], "pave_vfc": args.lam_vfc * pave["vfc"],
+                                 "pave_curv": args.lam_curv * pave["curv"]}
+                qf_loss = qf_loss + sum(pave_weighted.values())
+                nonfinite_guard.check(**pave_weighted)  # so that a stop names the term that went NaN/Inf
                 # ===== PAVE end =====
 
                 # optimize the model
                 q_optimizer.zero_grad(set_to_none=True)
                 qf_loss.backward()
+                # fused Adam skips the update if a loss is NaN/Inf (its found_inf input), so the critic stays finite
+                q_optimizer.found_inf = nonfinite_guard.check(qf1_loss=qf_losses[0], qf2_loss=qf_losses[1],
+                                                              qf_loss=qf_loss)
                 q_optimizer.step()
 
                 actor_loss = actor_loss_fn(data, noises[1])
@@ -773,6 +583,7 @@ def main(args: Args) -> dict:
                 # ===== CAPS end =====
                 actor_optimizer.zero_grad(set_to_none=True)
                 actor_loss.backward(inputs=actor_params)  # the critic's weights need no gradient here
+                actor_optimizer.found_inf = nonfinite_guard.check(actor_loss=actor_loss)
                 actor_optimizer.step()
 
                 # update the target network, all parameters in one fused in-place call
@@ -814,16 +625,13 @@ def main(args: Args) -> dict:
             for key, value in geometry.items():
                 writer.add_scalar(f"geometry/{key}", value, global_step)
 
-        # ===== PAVE begin =====
-        # checked after this step's evaluation, so a stop keeps that evaluation in the checkpoint it writes
+        # the guard's only host sync: at the logging interval, after this step's evaluation so a stop keeps it
         if global_step % args.log_freq == 0 or global_step == args.total_timesteps:
-            if pave_nonfinite.any():  # the guard's only host sync, at the logging interval
+            nonfinite_stop = nonfinite_guard.stop_message(global_step, checkpoint_path)
+            if nonfinite_stop:
                 atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
                 writer.close()
-                raise SystemExit(pave_nonfinite_message(pave_nonfinite, pave_checked_step + 1, global_step,
-                                                        checkpoint_path))
-            pave_checked_step = global_step
-        # ===== PAVE end =====
+                raise SystemExit(nonfinite_stop)
 
         if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
             atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)

@@ -194,3 +194,26 @@ def test_wandb_offline_tracking(tmp_path, monkeypatch):
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds no W&B data file"
     assert (tmp_path / "runs/tracked/results.json").exists()
+
+
+@pytest.mark.parametrize("script", BASES)
+def test_a_non_finite_loss_stops_the_run_with_one_line_and_a_resumable_checkpoint(script, tmp_path, monkeypatch):
+    """--gamma 1e38 makes the TD targets ~1e38, so the squared errors overflow to inf: those critic updates are skipped
+    (found_inf), the run stops at the logging interval naming the losses, and its checkpoint holds finite networks
+    that a resume with the paper's gamma trains to the end."""
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    settings = dict(env_id="Pendulum-v1", total_timesteps=400, learning_starts=100, hidden_sizes=(32, 32),
+                    eval_freq=0, eval_episodes=1, run_name="diverged", seed=1)
+    with pytest.raises(SystemExit) as stop:
+        module.main(module.Args(**settings, gamma=1e38))
+    message = str(stop.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith("error: non-finite loss (losses/qf1_loss, losses/qf2_loss, losses/qf_loss) in an update")
+    assert "between steps 101 and 200" in message and "runs/diverged/checkpoint.pt" in message
+    checkpoint = torch.load(tmp_path / "runs/diverged/checkpoint.pt", weights_only=False)
+    assert checkpoint["global_step"] == 200
+    for network in ("actor", "qf"):
+        assert all(torch.isfinite(value).all() for value in checkpoint[network].values()), network
+    results = module.main(module.Args(**settings, resume=True))
+    assert results["global_step"] == 400 and np.isfinite(results["eval"]["episode_returns"]).all()

@@ -9,6 +9,7 @@ import pytest
 import torch
 import tyro
 
+from tests.helpers import eager
 from tests.test_drift import method_blocks
 from tests.test_scripts_smoke import method_scalars, scalars
 
@@ -150,7 +151,8 @@ def test_combination_trains_past_learning_starts_and_logs_both_methods(combinati
     monkeypatch.chdir(tmp_path)
     combo = load(combination)
     results = combo.main(combo.Args(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100,
-                                    hidden_sizes=(32, 32), eval_freq=0, eval_episodes=1, run_name="combo", seed=1))
+                                    hidden_sizes=(32, 32), eval_freq=0, eval_episodes=1, run_name="combo", seed=1,
+                                    **eager(combo)))
     assert results["global_step"] == 300 and results["script"] == combination
     logged = scalars(tmp_path / "runs/combo")
     for single in COMBINATIONS[combination]:

@@ -23,6 +23,7 @@ from cleanrl_pave.critic_geometry import (
     negative_definite,
     spectral_norms,
 )
+from tests.helpers import eager
 
 DTYPE = torch.float64
 
@@ -163,7 +164,8 @@ def tiny_runs(tmp_path_factory):
             module = importlib.import_module(f"cleanrl_pave.{script}")
             module.main(module.Args(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100,
                                     hidden_sizes=(32, 32), eval_freq=0, eval_episodes=1, checkpoint_freq=200,
-                                    geometry_freq=300, save_model=True, run_name=script, cuda=False))
+                                    geometry_freq=300, save_model=True, run_name=script, cuda=False,
+                                    **eager(module)))
     finally:
         os.chdir(previous_dir)
     return {script: root / "runs" / script for script in SCRIPTS}

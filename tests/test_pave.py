@@ -1,10 +1,11 @@
-"""PAVE (SPEC section 1): the fast critic terms against a plain autograd reference, their meaning on critics with known
-derivatives, the per-env weights, and the two training scripts end to end (logging, the all-zero-weight base run, the
-NaN/Inf guard)."""
+"""PAVE (SPEC section 1): the critic terms, eager and compiled, against a plain autograd reference, their meaning on
+critics with known derivatives, the per-env weights and their help text, and the two training scripts end to end
+(logging, the all-zero-weight base run, the NaN/Inf guard, compilation by default and its eager fallback)."""
 
 import importlib
 import itertools
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from cleanrl_pave.compiling import compile_with_fallback
+from tests.helpers import eager
 from tests.test_drift import variant_scripts
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -81,31 +84,51 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     return ((value - reference).abs().max() / reference.abs().max().clamp_min(1e-30)).item()
 
 
+def check_against_reference(pave_terms, qf, data, weights, delta, reference) -> None:
+    """The terms and the gradient of the weighted loss with respect to every critic parameter (a parameter the terms
+    do not reach, such as the output bias, has gradient 0) within 1e-6 relative of the reference."""
+    params = list(qf.parameters())
+    terms = pave_terms(qf, *data.values(), *weights, delta)
+    for name, weight in zip(("mpr", "vfc", "curv"), weights):
+        if weight:
+            assert relative_error(terms[name], reference[name]) < 1e-6, (name, weights, delta)
+        else:
+            assert terms[name].item() == 0.0 and not terms[name].requires_grad
+    loss = sum(weight * terms[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
+    reference_loss = sum(weight * reference[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    reference_grads = torch.autograd.grad(reference_loss, params, retain_graph=True, allow_unused=True)
+    for param, grad, reference_grad in zip(params, grads, reference_grads):
+        grad = torch.zeros_like(param) if grad is None else grad
+        reference_grad = torch.zeros_like(param) if reference_grad is None else reference_grad
+        assert relative_error(grad, reference_grad) < 1e-6, (weights, delta)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("hidden,activation", [((24, 16), "silu"), ((20,), "silu"), ((16, 12, 10), "silu"),
                                                ((24, 16), "relu")])
 def test_terms_and_parameter_gradients_match_the_autograd_reference(script, hidden, activation):
-    """float64: values and the gradient of every critic parameter within 1e-5 relative, for every on/off pattern of
-    the three terms and a curvature margin that leaves the hinge active on some samples and not on others."""
+    """float64, eager: every on/off pattern of the three terms and a curvature margin that leaves the hinge active on
+    some samples and not on others."""
     module, qf, data = critic_and_batch(script, hidden, activation)
-    params = list(qf.parameters())
     critics = [critic_fn(qf, critic) for critic in range(2)]
     for delta in (1.0, 0.3):
         reference = reference_terms(critics, delta=delta, **data)
         for weights in WEIGHT_PATTERNS:
-            terms = module.pave_terms(qf, *data.values(), *weights, delta)
-            for name, weight in zip(("mpr", "vfc", "curv"), weights):
-                if weight:
-                    assert relative_error(terms[name], reference[name]) < 1e-5, (name, weights, delta)
-                else:
-                    assert terms[name].item() == 0.0 and not terms[name].requires_grad
-            loss = sum(weight * terms[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
-            reference_loss = sum(weight * reference[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
-            grads = torch.autograd.grad(loss, params)
-            reference_grads = torch.autograd.grad(reference_loss, params, retain_graph=True, allow_unused=True)
-            for grad, reference_grad in zip(grads, reference_grads):
-                reference_grad = torch.zeros_like(grad) if reference_grad is None else reference_grad
-                assert relative_error(grad, reference_grad) < 1e-5, (weights, delta)
+            check_against_reference(module.pave_terms, qf, data, weights, delta, reference)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_compiled_terms_and_parameter_gradients_match_the_autograd_reference(script, capsys):
+    """The scripts' default path: pave_terms through torch.compile (really compiled: no fallback warning), float64,
+    all three terms on, the hinge partly active. One configuration only, as each compilation takes 20-30 s."""
+    module, qf, data = critic_and_batch(script)
+    compiled = compile_with_fallback(module.pave_terms, "the PAVE loss", "--no-pave-compile")
+    reference = reference_terms([critic_fn(qf, critic) for critic in range(2)], delta=0.3, **data)
+    check_against_reference(compiled, qf, data, (0.7, 1.3, 2.1), 0.3, reference)
+    check_against_reference(compiled, qf, data, (0.7, 1.3, 2.1), 0.3, reference)  # the compiled code, not its warm-up
+    output = capsys.readouterr()
+    assert "compiled the PAVE loss in" in output.out and "warning" not in output.err
 
 
 def test_the_curvature_hinge_is_partly_active_in_the_exactness_test():
@@ -227,7 +250,7 @@ def tiny_run(script: str, env_id: str, tmp_path, monkeypatch, **overrides) -> tu
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(f"cleanrl_pave.{script}")
     settings = dict(env_id=env_id, total_timesteps=300, learning_starts=100, hidden_sizes=(32, 32), eval_freq=0,
-                    eval_episodes=1, run_name=f"{script}_{env_id}", seed=1)
+                    eval_episodes=1, run_name=f"{script}_{env_id}", seed=1, **eager(module))
     settings.update(overrides)
     return module.main(module.Args(**settings)), tmp_path / "runs" / settings["run_name"]
 
@@ -268,7 +291,7 @@ def test_a_non_finite_loss_stops_the_run_after_a_checkpoint(script, tmp_path, mo
     """lambda_Curv = 3e38 overflows lambda * Curv to inf in float32 (Curv >= delta per critic): the run stops at the
     logging interval with a message naming the term, the overflowing updates were skipped, and the checkpoint holds
     a finite critic to resume from."""
-    with pytest.raises(SystemExit, match=r"non-finite critic loss \(losses/pave_curv, losses/qf_loss\) in an update "
+    with pytest.raises(SystemExit, match=r"non-finite loss \(losses/pave_curv, losses/qf_loss\) in an update "
                                          r"between steps 101 and 200"):
         tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, lam_curv=3e38)
     checkpoint = torch.load(next((tmp_path / "runs").glob("*/checkpoint.pt")), weights_only=False)
@@ -278,7 +301,7 @@ def test_a_non_finite_loss_stops_the_run_after_a_checkpoint(script, tmp_path, mo
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_run_stopped_at_its_last_step_keeps_that_evaluation_and_resumes(script, tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="non-finite critic loss"):
+    with pytest.raises(SystemExit, match="non-finite loss"):
         tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, lam_curv=3e38, total_timesteps=200, eval_freq=100)
     checkpoint = torch.load(next((tmp_path / "runs").glob("*/checkpoint.pt")), weights_only=False)
     assert checkpoint["global_step"] == 200
@@ -327,3 +350,65 @@ def test_the_speed_benchmark_runs_every_mode(tmp_path, monkeypatch):
     (row,) = json.loads(output.read_text())
     assert {"base", "pave", "release", "release_stacked"} <= row.keys()
     assert all(row[mode] > 0 for mode in ("base", "pave", "release", "release_stacked"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_help_text_states_every_paper_weight(script):
+    """`--help` says each weight's paper value per env ("(paper: 0.5 on Ant, Hopper; 0.01 on every other env)"), and
+    those values are the ones the script resolves for every env of the paper and for an env outside it."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    result = subprocess.run([sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), "--help"],
+                            capture_output=True, text=True, timeout=120)
+    help_text = " ".join(result.stdout.replace("\u2502", " ").split())  # without the box drawing of the layout
+    assert "SPEC" not in help_text and "PAVE_ENV_WEIGHTS" not in help_text
+    envs = ["Ant-v5", "Hopper-v5", "Humanoid-v5", "LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Walker2d-v5"]
+    for flag in ("lam_mpr", "lam_vfc", "lam_curv"):
+        stated = help_text.split(f"--{flag.replace('_', '-')} ")[1].split("(paper: ")[1].split(")")[0]
+        per_env = {}
+        for clause in stated.split("; "):
+            value, names = clause.split(" on ", 1)
+            for name in names.split(", "):
+                per_env[name] = float(value)
+        for env_id in envs:
+            expected = getattr(module.resolve_pave_args(module.Args(env_id=env_id)), flag)
+            short = env_id.split("-")[0].replace("Continuous", "")
+            assert per_env.get(short, per_env["every other env"]) == expected, (flag, env_id, stated)
+        assert per_env["every other env"] == getattr(module.resolve_pave_args(module.Args(env_id="Swimmer-v5")), flag)
+
+
+def run_script(script: str, tmp_path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """A tiny Pendulum run of `script` in a fresh process, its own inductor cache under tmp_path."""
+    command = [sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), "--env-id", "Pendulum-v1",
+               "--total-timesteps", "300", "--learning-starts", "100", "--hidden-sizes", "32", "32", "--eval-freq",
+               "150", "--eval-episodes", "1", "--save-model", *flags]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+                   **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=600)
+
+
+def test_the_default_compiled_path_gives_the_same_results_twice(tmp_path):
+    """Same seed, same machine, default flags (the PAVE loss compiled): identical results.json numbers and weights."""
+    outcomes = []
+    for name in ("first", "second"):
+        result = run_script("td3_pave_continuous", tmp_path, "--run-name", name)
+        assert result.returncode == 0, result.stderr
+        assert "compiled the PAVE loss in" in result.stdout and "warning" not in result.stderr
+        results = json.loads((tmp_path / "runs" / name / "results.json").read_text())
+        model = torch.load(tmp_path / "runs" / name / "td3_pave_continuous.cleanrl_model", weights_only=False)
+        outcomes.append((results["eval"], results["eval_history"], model["qf"]))
+    assert outcomes[0][:2] == outcomes[1][:2]
+    assert all(torch.equal(value, outcomes[1][2][key]) for key, value in outcomes[0][2].items())
+
+
+def test_without_a_working_compiler_the_run_goes_on_eager_after_one_warning(tmp_path):
+    """No C++ compiler (CXX points nowhere, an empty inductor cache): one warning line naming the reason and the flag
+    that silences it, then the run finishes eager, with exactly the results of --no-pave-compile."""
+    fallback = run_script("td3_pave_continuous", tmp_path, "--run-name", "fallback", env={"CXX": "/nonexistent/c++"})
+    assert fallback.returncode == 0, fallback.stderr
+    warnings = [line for line in fallback.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: could not compile the PAVE loss (")
+    assert "C++ compiler" in warnings[0] and "--no-pave-compile" in warnings[0]
+    eager_run = run_script("td3_pave_continuous", tmp_path, "--run-name", "eager", "--no-pave-compile")
+    assert eager_run.returncode == 0 and not eager_run.stderr.strip() and "compiled" not in eager_run.stdout
+    results = [json.loads((tmp_path / "runs" / name / "results.json").read_text()) for name in ("fallback", "eager")]
+    assert results[0]["eval"] == results[1]["eval"] and results[0]["eval_history"] == results[1]["eval_history"]

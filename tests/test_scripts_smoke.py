@@ -8,6 +8,8 @@ import re
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.helpers import eager
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 SCRIPTS = sorted(path.stem for path in PACKAGE.glob("*_continuous.py"))
 LOGGED = re.compile(r'add_scalar\(\s*f?"(losses/[A-Za-z0-9_]+)"')
@@ -31,7 +33,7 @@ def method_scalars(script: str) -> set[str]:
 def tiny_run(script: str, env_id: str, **overrides) -> tuple[dict, pathlib.Path]:
     module = importlib.import_module(f"cleanrl_pave.{script}")
     settings = dict(env_id=env_id, total_timesteps=300, learning_starts=100, hidden_sizes=(32, 32), eval_freq=150,
-                    eval_episodes=1, run_name="smoke", seed=1, save_model=True)
+                    eval_episodes=1, run_name="smoke", seed=1, save_model=True, **eager(module))
     settings.update(overrides)
     return module.main(module.Args(**settings)), pathlib.Path("runs/smoke")
 

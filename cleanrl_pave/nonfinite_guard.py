@@ -1,0 +1,37 @@
+"""A NaN/Inf guard for the training losses that never syncs with the host inside the update path.
+
+`check(**losses)` flags the named losses on the device and returns the flag that fused Adam takes as its `found_inf`
+input (as under GradScaler), so an update with a non-finite loss is skipped and the networks stay finite.
+`stop_message(step, path)` reads the flags, the guard's only host sync, which the scripts call at their logging
+interval: it names the losses that went non-finite since the last clean check, or returns None.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+class NonFiniteGuard:
+    def __init__(self, start_step: int):
+        self.flags: dict[tuple[str, ...], torch.Tensor] = {}  # names of one check -> accumulated non-finite flags
+        self.checked_step = start_step
+
+    def check(self, **losses: torch.Tensor) -> torch.Tensor:
+        """Flag the non-finite ones among these scalar losses; 1.0 (a 0-dim float tensor) if any is, else 0.0."""
+        names = tuple(losses)
+        nonfinite = ~torch.stack([loss.detach().reshape(()) for loss in losses.values()]).isfinite()
+        self.flags[names] = self.flags[names] | nonfinite if names in self.flags else nonfinite
+        return nonfinite.any().float()
+
+    def stop_message(self, step: int, checkpoint_path: str) -> Optional[str]:
+        """None if every checked loss stayed finite up to `step`; else the one-line reason to stop."""
+        bad = [name for names, flags in self.flags.items() for name, flag in zip(names, flags.tolist()) if flag]
+        if not bad:
+            self.checked_step = step
+            return None
+        return (f"error: non-finite loss ({', '.join(f'losses/{name}' for name in dict.fromkeys(bad))}) in an update "
+                f"between steps {self.checked_step + 1} and {step}: those updates were skipped and the run stopped; "
+                f"the last finite state is saved in {checkpoint_path} (lower the learning rate or the method's loss "
+                "weights, then --resume)")
