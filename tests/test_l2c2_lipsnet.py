@@ -3,6 +3,7 @@ numerical integration, autograd Jacobians, finite differences) on fixed inputs a
 L2C2 weights against a hand computation; LipsNet's Jacobian, output bound and local Lipschitz bound; defaults, flags
 and one-line errors."""
 
+import importlib
 import pathlib
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from cleanrl_pave import td3_lipsnet_continuous as td3_lipsnet
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 L2C2_MODULES = [td3_l2c2, sac_l2c2]
 LIPSNET_MODULES = [td3_lipsnet, sac_lipsnet]
+LIPSNET_SCRIPTS = ["td3_lipsnet_continuous", "sac_lipsnet_continuous", "td3_pave_lipsnet_continuous",
+                   "sac_pave_lipsnet_continuous"]
 OBS_DIM, ACT_DIM, BATCH = 3, 2, 5
 
 
@@ -287,8 +290,10 @@ def test_lipsnet_k_starts_near_k_init_and_penalty_matches_loop(module):
     actor = actor.double()
     states = random_states(count=64, scale=10.0)
     k_values = actor.lipsnet.k_value(states)
-    # softplus(w . tanh(h) + b + 50) with |b| <= 1/sqrt(32) and |w . tanh(h)| <= 32 / sqrt(32) (nn.Linear's init)
-    assert k_values.shape == (64, 1) and ((k_values - 50.0).abs() < 32**0.5 + 32**-0.5).all()
+    # K = softplus(w . tanh(h) + b) with b = 50 + U(+-1/sqrt(32)); softplus is 1-Lipschitz and |w . tanh(h)| <= ||w||_1
+    last = actor.lipsnet.k_net[-1]
+    assert k_values.shape == (64, 1) and (last.bias - 50.0).abs() <= 32**-0.5
+    assert ((k_values - 50.0).abs() <= last.weight.abs().sum() + 32**-0.5).all()
 
     penalty, k_mean = module.lipsnet_k_penalty(actor, {"obs": states})
     expected_penalty = sum(torch.nn.functional.softplus(actor.lipsnet.k_net(state))[0] ** 2 for state in states) / 64
@@ -379,6 +384,45 @@ def test_lipsnet_agent_actions_lie_in_the_unit_box(module):
         torch.testing.assert_close(mean, actor.lipsnet(states))
         torch.testing.assert_close(zero_noise_action, actions)
         assert actions.abs().max() > 0.99
+
+
+def pooled_weights(nets: list, layer_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights and biases of one layer, pooled over many independently initialised LipsNets."""
+    layers = [layer_of(net) for net in nets]
+    return torch.cat([layer.weight.detach().flatten() for layer in layers]), \
+        torch.cat([layer.bias.detach().flatten() for layer in layers])
+
+
+@pytest.mark.parametrize("script", LIPSNET_SCRIPTS)
+def test_lipsnet_initialisation_is_the_releases(script):
+    """The release's `mlp` (td3/models/lips_td3.py:34-49, sac/models/lips_sac.py:53-68): kaiming_normal_(relu) for
+    f's ReLU hidden layers, xavier_normal_ for f's output layer and both K layers; biases keep nn.Linear's
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), K's last one plus k_init = 50. Checked on pooled weights: zero mean, the
+    formula's std, and a normal's kurtosis of 3 (nn.Linear's uniform init has std 1/sqrt(3 fan_in), kurtosis 1.8)."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    obs_dim, act_dim, hidden = 20, 6, (64, 48)
+    torch.manual_seed(0)
+    nets = [module.LipsNet(obs_dim, act_dim, hidden) for _ in range(100)]
+    k_hidden = nets[0].k_net[0].out_features
+    expected = {  # layer: (fan_in, weight std)
+        "f hidden 1": (lambda net: net.f_layers[0], obs_dim, (2 / obs_dim) ** 0.5),
+        "f hidden 2": (lambda net: net.f_layers[1], hidden[0], (2 / hidden[0]) ** 0.5),
+        "f output": (lambda net: net.f_layers[2], hidden[1], (2 / (hidden[1] + act_dim)) ** 0.5),
+        "K hidden": (lambda net: net.k_net[0], obs_dim, (2 / (obs_dim + k_hidden)) ** 0.5),
+        "K output": (lambda net: net.k_net[-1], k_hidden, (2 / (k_hidden + 1)) ** 0.5),
+    }
+    assert len(nets[0].f_layers) == 3 and k_hidden == 32
+    for name, (layer_of, fan_in, std) in expected.items():
+        weights, biases = pooled_weights(nets, layer_of)
+        assert weights.numel() >= 3200, name
+        assert abs(weights.mean()) < 5 * std / weights.numel() ** 0.5, name
+        assert weights.std() == pytest.approx(std, rel=0.06), name
+        kurtosis = (weights**4).mean() / (weights**2).mean() ** 2
+        assert kurtosis == pytest.approx(3.0, abs=0.35), name
+        if name == "K output":
+            biases = biases - 50.0
+        bound = fan_in**-0.5
+        assert biases.abs().max() <= bound and biases.abs().max() > 0.9 * bound, name  # uniform over the bound
 
 
 @pytest.mark.parametrize("module", LIPSNET_MODULES, ids=module_id)
