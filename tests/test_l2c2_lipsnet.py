@@ -243,6 +243,12 @@ def random_states(count: int = 32, scale: float = 2.0, seed: int = 3) -> torch.T
     return scale * torch.randn(count, OBS_DIM, generator=generator, dtype=torch.float64)
 
 
+def lipsnet_output(lipsnet, x: torch.Tensor) -> torch.Tensor:
+    """g(s), the LipsNet's output (SAC's LipsNet also returns f's last hidden features, for its log-std head)."""
+    output = lipsnet(x)
+    return output[0] if isinstance(output, tuple) else output
+
+
 def reference_f(lipsnet, x: torch.Tensor) -> torch.Tensor:
     """f written as a plain ReLU MLP, independently of the script's Jacobian pass."""
     for layer in lipsnet.f_layers[:-1]:
@@ -254,7 +260,7 @@ def reference_f(lipsnet, x: torch.Tensor) -> torch.Tensor:
 def test_lipsnet_jacobian_matches_autograd_per_sample(module):
     lipsnet = small_lipsnet(module)
     states = random_states()
-    f, jacobian = lipsnet.f_and_jacobian(states)
+    f, jacobian = lipsnet.f_and_jacobian(states)[:2]
     assert jacobian.shape == (len(states), ACT_DIM, OBS_DIM)
     for i, state in enumerate(states):
         torch.testing.assert_close(f[i], reference_f(lipsnet, state))
@@ -266,7 +272,7 @@ def test_lipsnet_jacobian_matches_autograd_per_sample(module):
 def test_lipsnet_output_and_gradients_match_per_sample_autograd(module):
     lipsnet = small_lipsnet(module)
     states = random_states(count=8)
-    output = lipsnet(states)
+    output = lipsnet_output(lipsnet, states)
     weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     loss = (weights * output).sum()
 
@@ -346,11 +352,11 @@ def test_lipsnet_local_lipschitz_constant_is_at_most_k(module):
         assert torch.linalg.matrix_norm(finite_difference_jacobian, ord=2) <= k_value[0] * (1 + 1e-5)
 
         # the full Jacobian of the actual output = the frozen-K part + the part from grad K
-        full_jacobian = torch.autograd.functional.jacobian(lambda x: torch.tanh(lipsnet(x[None])[0]), state)
+        full_jacobian = torch.autograd.functional.jacobian(lambda x: torch.tanh(lipsnet_output(lipsnet, x[None])[0]), state)
         frozen_jacobian = torch.autograd.functional.jacobian(lambda x, k=k_value: frozen_k_action(lipsnet, x, k), state)
         torch.testing.assert_close(frozen_jacobian, finite_difference_jacobian, rtol=1e-5, atol=1e-8)
-        action = torch.tanh(lipsnet(state[None])[0])
-        normalised = lipsnet(state[None])[0] / k_value
+        action = torch.tanh(lipsnet_output(lipsnet, state[None])[0])
+        normalised = lipsnet_output(lipsnet, state[None])[0] / k_value
         k_gradient = torch.autograd.functional.jacobian(lambda x: lipsnet.k_value(x[None])[0, 0], state)
         torch.testing.assert_close(full_jacobian, frozen_jacobian + torch.outer((1 - action**2) * normalised,
                                                                                 k_gradient))
@@ -380,10 +386,44 @@ def test_lipsnet_agent_actions_lie_in_the_unit_box(module):
         assert sampled.abs().max() <= 1.0 and torch.isfinite(log_prob).all()
         # tanh applied once: the deterministic action is tanh of the LipsNet mean, and can reach near +-1 (a second
         # squashing would cap it at tanh(1) = 0.76)
-        torch.testing.assert_close(actions, torch.tanh(actor.lipsnet(states)))
-        torch.testing.assert_close(mean, actor.lipsnet(states))
+        torch.testing.assert_close(actions, torch.tanh(lipsnet_output(actor.lipsnet, states)))
+        torch.testing.assert_close(mean, lipsnet_output(actor.lipsnet, states))
         torch.testing.assert_close(zero_noise_action, actions)
         assert actions.abs().max() > 0.99
+
+
+@pytest.mark.parametrize("script", ["sac_lipsnet_continuous", "sac_pave_lipsnet_continuous"])
+def test_sac_lipsnet_log_std_is_a_linear_head_on_f_hidden_features(script):
+    """The release's SAC LipsNet actor (sac/models/lips_sac.py:192, 208, 228-229, actor trunk pi=[]): log_std =
+    Linear(f's last hidden features, after the ReLU), clamped to [-20, 2]; no other network. So the entropy term's
+    gradient reaches f's hidden layers through the log-std too, and none reaches f's output layer that way."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    args = module.Args(env_id="Pendulum-v1", hidden_sizes=(16, 16), lipsnet_hidden_sizes=(16, 12))
+    torch.manual_seed(0)
+    actor = module.make_agent(args, OBS_DIM, ACT_DIM)[0].double()
+    head = actor.log_std_head
+    assert isinstance(head, torch.nn.Linear) and (head.in_features, head.out_features) == (12, ACT_DIM)
+    assert {name for name, _ in actor.named_parameters()} == \
+        {f"lipsnet.{name}" for name, _ in actor.lipsnet.named_parameters()} | {"log_std_head.weight", "log_std_head.bias"}
+
+    states = random_states(count=64, scale=2.0)
+    features = states
+    for layer in actor.lipsnet.f_layers[:-1]:  # f's hidden layers, written out
+        features = torch.relu(layer(features))
+    mean, log_std = actor(states)
+    unclamped = features @ head.weight.T + head.bias
+    assert ((unclamped > -20) & (unclamped < 2)).float().mean() > 0.9
+    torch.testing.assert_close(log_std, unclamped.clamp(-20.0, 2.0))
+    f_hidden = [parameter for layer in actor.lipsnet.f_layers[:-1] for parameter in layer.parameters()]
+    grads = torch.autograd.grad(log_std.sum(), [*f_hidden, *actor.lipsnet.f_layers[-1].parameters()],
+                                allow_unused=True)
+    assert all(grad is not None and grad.abs().sum() > 0 for grad in grads[: len(f_hidden)])
+    assert all(grad is None for grad in grads[len(f_hidden) :])
+
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([30.0, -30.0]))
+    _, log_std = actor(states)
+    assert (log_std[:, 0] == 2.0).all() and (log_std[:, 1] == -20.0).all()
 
 
 def pooled_weights(nets: list, layer_of) -> tuple[torch.Tensor, torch.Tensor]:
