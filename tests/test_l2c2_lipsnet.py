@@ -352,7 +352,8 @@ def test_lipsnet_local_lipschitz_constant_is_at_most_k(module):
         assert torch.linalg.matrix_norm(finite_difference_jacobian, ord=2) <= k_value[0] * (1 + 1e-5)
 
         # the full Jacobian of the actual output = the frozen-K part + the part from grad K
-        full_jacobian = torch.autograd.functional.jacobian(lambda x: torch.tanh(lipsnet_output(lipsnet, x[None])[0]), state)
+        full_jacobian = torch.autograd.functional.jacobian(
+            lambda x: torch.tanh(lipsnet_output(lipsnet, x[None])[0]), state)
         frozen_jacobian = torch.autograd.functional.jacobian(lambda x, k=k_value: frozen_k_action(lipsnet, x, k), state)
         torch.testing.assert_close(frozen_jacobian, finite_difference_jacobian, rtol=1e-5, atol=1e-8)
         action = torch.tanh(lipsnet_output(lipsnet, state[None])[0])
@@ -403,8 +404,9 @@ def test_sac_lipsnet_log_std_is_a_linear_head_on_f_hidden_features(script):
     actor = module.make_agent(args, OBS_DIM, ACT_DIM)[0].double()
     head = actor.log_std_head
     assert isinstance(head, torch.nn.Linear) and (head.in_features, head.out_features) == (12, ACT_DIM)
-    assert {name for name, _ in actor.named_parameters()} == \
-        {f"lipsnet.{name}" for name, _ in actor.lipsnet.named_parameters()} | {"log_std_head.weight", "log_std_head.bias"}
+    expected_names = {f"lipsnet.{name}" for name, _ in actor.lipsnet.named_parameters()}
+    expected_names |= {"log_std_head.weight", "log_std_head.bias"}
+    assert {name for name, _ in actor.named_parameters()} == expected_names
 
     states = random_states(count=64, scale=2.0)
     features = states
