@@ -120,7 +120,7 @@ class Args:
     lam_t: Optional[float] = None
     """ASAP temporal (Grad-CAPS) weight lambda_T (paper, SAC: 0.5 on every env)"""
     asap_tau: float = 0.01
-    """Polyak rate of the actor copy that gives P_targ, stepped at each actor update (every gradient step)"""
+    """Polyak rate of the actor copy that gives P_targ, stepped at every gradient step (as the release does)"""
     # ===== ASAP end =====
 
 
@@ -557,7 +557,7 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, online_params, args.tau)
                 # ===== ASAP begin =====
-                update_asap_target(asap_actor_target, actor, args.asap_tau)  # at every actor update
+                update_asap_target(asap_actor_target, actor, args.asap_tau)  # at every gradient step
                 # ===== ASAP end =====
 
             if global_step % args.log_freq == 0:

@@ -3,7 +3,8 @@
 # for High Accuracy Optimal Control"; SPEC section 3): the Gaussian policy's MEAN is a LipsNet,
 # mean(s) = K(s) f(s) / (||J_f(s)||_F + eps), f a ReLU MLP (obs-256-256-act) with input Jacobian J_f,
 # K(s) = softplus(obs-32-1 tanh MLP) > 0 a learned local Lipschitz constant penalised by lambda_K mean(K^2) in the actor
-# loss; log std comes from a separate obs-256-256-act MLP (the backbone's sizes and activation), clamped as in the base.
+# loss; log std is a linear head on f's last hidden features, clamped as in the base (the release's lips_sac.py, whose
+# actor trunk is empty), so the entropy term trains f too.
 # The action tanh(mean + std * noise) is squashed ONCE (the release squashed twice, capping actions at +-0.76; SPEC
 # section 7), so the deterministic action tanh(mean(s)) is exactly LipsNet's tanh(K f / (||J_f||_F + eps)).
 # The critic, target networks and SAC updates are the backbone's.
@@ -120,8 +121,8 @@ class Args:
     lam_k: float = 1e-5
     """weight lambda_K of the LipsNet penalty mean(K(s)^2) in the actor loss (paper: 1e-5 on every env)"""
     lipsnet_hidden_sizes: tuple[int, ...] = (256, 256)
-    """hidden layer sizes of the LipsNet ReLU network f of the policy mean (paper: 256 256 for SAC); --hidden-sizes
-    sizes the critic and the log-std network"""
+    """hidden layer sizes of the LipsNet ReLU network f of the policy mean, whose last hidden features also feed the
+    log-std head (paper: 256 256 for SAC); --hidden-sizes sizes the critic"""
     # ===== LipsNet end =====
 
 
@@ -261,7 +262,7 @@ class Actor(nn.Module):
 
 # ===== LipsNet begin =====
 LIPSNET_K_HIDDEN = 32  # K network obs-32-1
-LIPSNET_K_INIT = 50.0  # added to the K network's last bias (nn.Linear's init): K(s) = softplus(50 + O(1)) ~ 50
+LIPSNET_K_INIT = 50.0  # added to the K network's last bias: K(s) = softplus(50 + O(1)) ~ 50 at the start
 LIPSNET_EPS = 1e-4  # keeps the normalisation finite where J_f vanishes
 
 
@@ -279,11 +280,18 @@ class LipsNet(nn.Module):
         sizes = [obs_dim, *hidden_sizes, out_dim]
         self.f_layers = nn.ModuleList(nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
         self.k_net = nn.Sequential(nn.Linear(obs_dim, LIPSNET_K_HIDDEN), nn.Tanh(), nn.Linear(LIPSNET_K_HIDDEN, 1))
+        # the release's initialisation: Kaiming-normal weights before a ReLU, Xavier-normal for f's output layer and
+        # K's layers; every bias keeps nn.Linear's, K's last one plus k_init
+        for layer in self.f_layers[:-1]:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        for layer in (self.f_layers[-1], self.k_net[0], self.k_net[-1]):
+            nn.init.xavier_normal_(layer.weight)
         with torch.no_grad():
             self.k_net[-1].bias.add_(LIPSNET_K_INIT)
 
-    def f_and_jacobian(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f(s), shape (B, out), and its input Jacobian J_f(s), shape (B, out, obs)."""
+    def f_and_jacobian(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """f(s), shape (B, out), its input Jacobian J_f(s), shape (B, out, obs), and f's last hidden features (after
+        the ReLU), shape (B, hidden_sizes[-1])."""
         x, masks = obs, []
         for layer in self.f_layers[:-1]:
             pre_activation = layer(x)
@@ -294,29 +302,32 @@ class LipsNet(nn.Module):
         jacobian = self.f_layers[-1].weight.expand(obs.shape[0], -1, -1)
         for layer, mask in zip(reversed(self.f_layers[:-1]), reversed(masks)):
             jacobian = (jacobian * mask.unsqueeze(1)) @ layer.weight
-        return f, jacobian
+        return f, jacobian, x
 
     def k_value(self, obs: torch.Tensor) -> torch.Tensor:
         """K(s) > 0, shape (B, 1)."""
         return F.softplus(self.k_net(obs))
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        f, jacobian = self.f_and_jacobian(obs)
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g(s), shape (B, out), and f's last hidden features (the SAC actor's log-std head reads them)."""
+        f, jacobian, features = self.f_and_jacobian(obs)
         jacobian_norm = torch.linalg.matrix_norm(jacobian).unsqueeze(-1)  # Frobenius norm per sample, (B, 1)
-        return self.k_value(obs) * f / (jacobian_norm + LIPSNET_EPS)
+        return self.k_value(obs) * f / (jacobian_norm + LIPSNET_EPS), features
 
 
 class LipsNetActor(Actor):
-    """Tanh-squashed Gaussian policy whose mean is a LipsNet and whose log std is a separate MLP (clamped as in the
-    base). Only the networks differ from the base Actor: its get_action / deterministic_action apply tanh once."""
+    """Tanh-squashed Gaussian policy whose mean is a LipsNet and whose log std is a linear head on the LipsNet's f's
+    last hidden features (clamped as in the base), as in the release. Only the networks differ from the base Actor: its
+    get_action / deterministic_action apply tanh once."""
 
-    def __init__(self, obs_dim: int, act_dim: int, lipsnet_hidden_sizes, log_std_hidden_sizes, activation: str):
+    def __init__(self, obs_dim: int, act_dim: int, lipsnet_hidden_sizes):
         nn.Module.__init__(self)  # replaces the base Actor's trunk and heads
         self.lipsnet = LipsNet(obs_dim, act_dim, lipsnet_hidden_sizes)
-        self.log_std_net = mlp([obs_dim, *log_std_hidden_sizes, act_dim], activation)
+        self.log_std_head = nn.Linear(lipsnet_hidden_sizes[-1], act_dim)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lipsnet(obs), self.log_std_net(obs).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        mean, features = self.lipsnet(obs)
+        return mean, self.log_std_head(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
 
 
 def lipsnet_k_penalty(actor: LipsNetActor, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,7 +340,7 @@ def lipsnet_k_penalty(actor: LipsNetActor, data: dict) -> tuple[torch.Tensor, to
 def make_agent(args: Args, obs_dim: int, act_dim: int) -> tuple[Actor, QNetwork]:
     """The actor and the twin critic of this script (used for training and to reload saved models)."""
     # ===== LipsNet begin =====
-    actor = LipsNetActor(obs_dim, act_dim, args.lipsnet_hidden_sizes, args.hidden_sizes, args.activation)
+    actor = LipsNetActor(obs_dim, act_dim, args.lipsnet_hidden_sizes)
     # ===== LipsNet end =====
     qf = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.activation)
     return actor, qf

@@ -123,7 +123,7 @@ class Args:
     """ASAP temporal (Grad-CAPS) weight lambda_T (paper, TD3: 0.05 on Ant, Humanoid, Walker2d; 0.07 on Hopper; 0.1 on
     Reacher; 0.005 on Pendulum, LunarLander)"""
     asap_tau: float = 0.01
-    """Polyak rate of the actor copy that gives P_targ, stepped at each actor update (every --policy-frequency steps)"""
+    """Polyak rate of the actor copy that gives P_targ, stepped at every gradient step (as the release does)"""
     # ===== ASAP end =====
 
 
@@ -540,15 +540,16 @@ def main(args: Args) -> dict:
                 # update the target networks, all parameters in one fused in-place call
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, online_params, args.tau)
-                # ===== ASAP begin =====
-                update_asap_target(asap_actor_target, actor, args.asap_tau)  # at every actor update
-                # ===== ASAP end =====
+            # ===== ASAP begin =====
+            # at every gradient step, outside the delayed block, as the release does (SPEC section 3)
+            update_asap_target(asap_actor_target, actor, args.asap_tau)
+            # ===== ASAP end =====
 
             if global_step % args.log_freq == 0:
                 writer.add_scalar("losses/qf1_values", qf(data["obs"], data["actions"])[0].mean().item(), global_step)
                 writer.add_scalar("losses/qf1_loss", qf_losses[0].item(), global_step)
                 writer.add_scalar("losses/qf2_loss", qf_losses[1].item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
                 writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
                 # ===== ASAP begin =====
                 writer.add_scalar("losses/asap_temporal", asap_temporal.item(), global_step)

@@ -465,7 +465,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar("losses/qf1_values", qf(data["obs"], data["actions"])[0].mean().item(), global_step)
                 writer.add_scalar("losses/qf1_loss", qf_losses[0].item(), global_step)
                 writer.add_scalar("losses/qf2_loss", qf_losses[1].item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
                 writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
                 # ===== CAPS begin =====
                 writer.add_scalar("losses/caps_temporal", caps_temporal.item(), global_step)

@@ -460,7 +460,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar("losses/qf1_values", qf(data["obs"], data["actions"])[0].mean().item(), global_step)
                 writer.add_scalar("losses/qf1_loss", qf_losses[0].item(), global_step)
                 writer.add_scalar("losses/qf2_loss", qf_losses[1].item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
                 writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
                 writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
                                   global_step)

@@ -242,7 +242,7 @@ class Actor(nn.Module):
 
 # ===== LipsNet begin =====
 LIPSNET_K_HIDDEN = 32  # K network obs-32-1
-LIPSNET_K_INIT = 50.0  # added to the K network's last bias (nn.Linear's init): K(s) = softplus(50 + O(1)) ~ 50
+LIPSNET_K_INIT = 50.0  # added to the K network's last bias: K(s) = softplus(50 + O(1)) ~ 50 at the start
 LIPSNET_EPS = 1e-4  # keeps the normalisation finite where J_f vanishes
 
 
@@ -260,6 +260,12 @@ class LipsNet(nn.Module):
         sizes = [obs_dim, *hidden_sizes, out_dim]
         self.f_layers = nn.ModuleList(nn.Linear(fan_in, fan_out) for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
         self.k_net = nn.Sequential(nn.Linear(obs_dim, LIPSNET_K_HIDDEN), nn.Tanh(), nn.Linear(LIPSNET_K_HIDDEN, 1))
+        # the release's initialisation: Kaiming-normal weights before a ReLU, Xavier-normal for f's output layer and
+        # K's layers; every bias keeps nn.Linear's, K's last one plus k_init
+        for layer in self.f_layers[:-1]:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        for layer in (self.f_layers[-1], self.k_net[0], self.k_net[-1]):
+            nn.init.xavier_normal_(layer.weight)
         with torch.no_grad():
             self.k_net[-1].bias.add_(LIPSNET_K_INIT)
 
@@ -510,7 +516,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar("losses/qf1_values", qf(data["obs"], data["actions"])[0].mean().item(), global_step)
                 writer.add_scalar("losses/qf1_loss", qf_losses[0].item(), global_step)
                 writer.add_scalar("losses/qf2_loss", qf_losses[1].item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
                 writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
                 # ===== LipsNet begin =====
                 writer.add_scalar("losses/lipsnet_k_penalty", lipsnet_penalty.item(), global_step)

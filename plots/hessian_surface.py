@@ -9,7 +9,8 @@ item 5: the release picked its seeds per figure):
 2. Dominant pair. At every batch state s_t, with a_t = pi_base(s_t), the exact mixed Hessian of the Base Q1 is
    taken; the pair (state dim i, action dim j) maximising max_t |d2Q/ds_i da_j| is kept for every method.
 3. Reference point. s_ref is the state at step REFERENCE_STEP = 100 of that episode (its last state if the
-   episode is shorter) and a_ref = pi_base(s_ref), for every method.
+   episode is shorter), for every method; each method's grid is centred on its OWN action a_ref = pi_method(s_ref)
+   (as the release does), so a panel shows that method's critic around the action its policy takes there.
 4. Grid. 50 x 50 points: s_i over s_ref_i + [-1, 1] (raw observation units), a_j over a_ref_j + [-1.5, 1.5]
    (scaled action units, so the sweep may leave [-1, 1], as in the release); all other coordinates stay at
    (s_ref, a_ref).
@@ -27,7 +28,8 @@ Usage (model paths of any script: .cleanrl_model files or checkpoint.pt):
                  'pave=runs/{env}__td3_pave_continuous__1__*/td3_pave_continuous.cleanrl_model' --out figs/td3_surfaces
 
 In --grid mode `{env}` in a model path is replaced by each env id, and a path with glob characters must match
-exactly one file. Writes <out>.png, <out>.pdf and <out>.json (the chosen pair, reference point and z clip per env).
+exactly one file. Writes <out>.png, <out>.pdf and <out>.json (the chosen pair, reference point and z clip per env,
+and each panel's centre action).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import argparse
 import glob
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -64,7 +66,7 @@ CLIP_PERCENTILE = 99.0
 
 @dataclass
 class ReferencePoint:
-    """Where a row's surfaces are centred and which coordinates they sweep."""
+    """A row's reference state and the coordinates its surfaces sweep; `action` is the Base's action there."""
 
     state_dim: int
     action_dim: int
@@ -81,6 +83,7 @@ class Surface:
     state_values: np.ndarray  # (GRID_POINTS,)
     action_values: np.ndarray  # (GRID_POINTS,)
     norms: np.ndarray  # (GRID_POINTS, GRID_POINTS)
+    centre_action: np.ndarray  # (d_a,), the action the grid is centred on
 
 
 def dominant_pair(q, obs: torch.Tensor, actions: torch.Tensor) -> tuple[int, int]:
@@ -100,7 +103,8 @@ def choose_reference(q, policy, episode_obs: torch.Tensor) -> ReferencePoint:
 
 
 def hessian_surface(q, reference: ReferencePoint, method: str = "", points: int = GRID_POINTS) -> Surface:
-    """Spectral norm of the exact mixed Hessian of `q` over the points x points grid around `reference`."""
+    """Spectral norm of the exact mixed Hessian of `q` over the points x points grid around (reference.obs,
+    reference.action)."""
     state_values = reference.obs[reference.state_dim] + torch.linspace(-STATE_HALF_WIDTH, STATE_HALF_WIDTH, points,
                                                                        dtype=reference.obs.dtype)
     action_values = reference.action[reference.action_dim] + torch.linspace(-ACTION_HALF_WIDTH, ACTION_HALF_WIDTH,
@@ -111,7 +115,7 @@ def hessian_surface(q, reference: ReferencePoint, method: str = "", points: int 
     actions = reference.action.repeat(points * points, 1)
     actions[:, reference.action_dim] = action_values.repeat_interleave(points)
     norms = spectral_norms(mixed_hessian(q, obs, actions)).reshape(points, points)
-    return Surface(method, state_values.numpy(), action_values.numpy(), norms.numpy())
+    return Surface(method, state_values.numpy(), action_values.numpy(), norms.numpy(), reference.action.numpy())
 
 
 def z_clip(base: Surface) -> float:
@@ -151,7 +155,11 @@ def env_surfaces(env_id: str, models: dict[str, str]) -> tuple[ReferencePoint, l
     finally:
         env.close()
     reference = choose_reference(_first_critic(base_qf), base_actor.deterministic_action, episode_obs)
-    surfaces = [hessian_surface(_first_critic(qf), reference, method) for method, (_, _, qf) in loaded.items()]
+    surfaces = []
+    for method, (_, actor, qf) in loaded.items():
+        with torch.no_grad():  # each method's grid is centred on its own policy's action at the reference state
+            own_action = actor.deterministic_action(reference.obs[None])[0]
+        surfaces.append(hessian_surface(_first_critic(qf), replace(reference, action=own_action), method))
     return reference, surfaces
 
 
@@ -186,13 +194,14 @@ def plot_surfaces(rows: list[tuple[str, ReferencePoint, list[Surface]]], out: st
 
 
 def describe(rows: list[tuple[str, ReferencePoint, list[Surface]]]) -> dict:
-    """JSON-ready record of what each row shows: the pair, the reference point, the clip, each grid's range."""
+    """JSON-ready record of what each row shows: the pair, the reference point (with the Base's action there), the
+    clip, and each panel's centre action and range of values."""
     return {env_id: {
         "state_dim": reference.state_dim, "action_dim": reference.action_dim, "reference_step": reference.step,
         "reference_seed": REFERENCE_SEED, "reference_obs": reference.obs.tolist(),
         "reference_action": reference.action.tolist(), "z_clip": z_clip(surfaces[0]),
-        "methods": {surface.method: {"max": float(surface.norms.max()), "median": float(np.median(surface.norms))}
-                    for surface in surfaces},
+        "methods": {surface.method: {"max": float(surface.norms.max()), "median": float(np.median(surface.norms)),
+                                     "centre_action": surface.centre_action.tolist()} for surface in surfaces},
     } for env_id, reference, surfaces in rows}
 
 

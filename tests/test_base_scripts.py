@@ -97,6 +97,37 @@ def test_replay_buffer_holds_true_transitions_with_termination_only_dones(env_id
     assert (terminations > 0) if env_id == "Hopper-v5" else (truncations == 2 and terminations == 0)
 
 
+def deliberate_differences() -> list[str]:
+    """The numbered items of the README's "Deliberate differences from the release" section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Deliberate differences from the release\n")[1].split("\n## ")[0]
+    items = []
+    for line in section.splitlines():
+        if line[:1].isdigit() and ". " in line[:4]:
+            items.append(line.split(". ", 1)[1])
+        elif items and line.startswith("   "):
+            items[-1] += " " + line.strip()
+    return items
+
+
+@pytest.mark.parametrize("script", BASES)
+def test_warm_up_actions_are_uniform_without_exploration_noise_as_documented(script, tmp_path, monkeypatch):
+    """Warm-up actions are the script generator's uniform draws in [-1, 1], with no exploration noise added (SB3 adds
+    TD3's to them and clips: a deliberate difference, so the README's list must say so)."""
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    steps, seed = 120, 3
+    module.main(module.Args(env_id="Pendulum-v1", total_timesteps=steps + 1, learning_starts=steps + 1,
+                            checkpoint_freq=steps, eval_freq=0, eval_episodes=1, hidden_sizes=(8, 8), seed=seed,
+                            run_name="warm"))
+    storage = torch.load("runs/warm/checkpoint.pt", weights_only=False)["replay_buffer"]["storage"]
+    generator = np.random.default_rng(seed)  # the scripts' numpy generator; warm-up draws nothing else from it
+    expected = np.stack([generator.uniform(-1.0, 1.0, 1) for _ in range(steps)]).astype(np.float32)
+    np.testing.assert_array_equal(storage[:, 3:4].numpy(), expected)  # the action column follows the 3 obs dims
+    documented = [item for item in deliberate_differences() if "warm-up" in item.lower()]
+    assert len(documented) == 1 and "exploration noise" in documented[0]
+
+
 @pytest.mark.parametrize("script", BASES)
 def test_killed_run_resumes_and_continues_its_curve(script, tmp_path):
     total = 3000

@@ -15,6 +15,7 @@ from plots.hessian_surface import (
     ReferencePoint,
     Surface,
     dominant_pair,
+    env_surfaces,
     hessian_surface,
     main,
     z_clip,
@@ -56,9 +57,9 @@ def test_surface_values_and_axes_match_the_closed_form():
 
 def test_z_clip_is_the_base_99th_percentile():
     norms = np.arange(2500, dtype=float).reshape(50, 50)
-    base = Surface("base", np.zeros(50), np.zeros(50), norms)
+    base = Surface("base", np.zeros(50), np.zeros(50), norms, np.zeros(1))
     assert z_clip(base) == pytest.approx(np.percentile(np.arange(2500), 99))
-    assert z_clip(Surface("relu", np.zeros(50), np.zeros(50), np.zeros((50, 50)))) == 1.0
+    assert z_clip(Surface("relu", np.zeros(50), np.zeros(50), np.zeros((50, 50)), np.zeros(1))) == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,34 @@ def test_renders_png_pdf_and_json_from_two_checkpoints(two_models, tmp_path):
     with torch.no_grad():
         assert np.allclose(record["reference_action"], actor(torch.as_tensor(obs)[None])[0].numpy(), atol=1e-6)
     assert record["z_clip"] <= record["methods"]["base"]["max"]
+    assert np.allclose(record["methods"]["base"]["centre_action"], record["reference_action"])
+
+
+def test_each_panel_is_centred_on_its_own_policy_action(two_models):
+    """As the release (td3/tests/viz_hessian_autograd.py:53-56), each method's grid is centred on that method's own
+    action at the reference state; the reference state and the (state dim, action dim) pair stay the Base's."""
+    base, late = two_models
+    reference, surfaces = env_surfaces("Pendulum-v1", {"base": str(base), "late": str(late)})
+    own_actions = []
+    for path, surface in zip((base, late), surfaces):
+        _, _, actor, qf, _ = load_agent(str(path))
+        with torch.no_grad():
+            own_action = actor(reference.obs[None])[0]
+        own_actions.append(own_action)
+        assert np.allclose(surface.centre_action, own_action.numpy())
+        assert np.allclose(surface.action_values, own_action[reference.action_dim].item() + np.linspace(-1.5, 1.5, 50))
+        assert np.allclose(surface.state_values, reference.obs[reference.state_dim].item() + np.linspace(-1, 1, 50))
+        # one grid point, recomputed by autograd at (s_ref with s_i swept, own action with a_j swept)
+        obs = reference.obs.clone().double()
+        obs[reference.state_dim] = float(surface.state_values[7])
+        action = own_action.clone().double()
+        action[reference.action_dim] = float(surface.action_values[31])
+        qf = qf.double()
+        mixed = torch.autograd.functional.jacobian(lambda s: torch.autograd.functional.jacobian(
+            lambda a: qf(s[None], a[None])[0, 0], action, create_graph=True), obs)  # (d_a, d_s)
+        assert surface.norms[31, 7] == pytest.approx(torch.linalg.matrix_norm(mixed, ord=2).item(), rel=1e-4)
+    assert torch.equal(own_actions[0], reference.action)
+    assert (own_actions[1] - own_actions[0]).abs().max() > 1e-3, "the two policies should act differently"
 
 
 def test_grid_mode_fills_env_into_glob_paths(two_models, tmp_path):

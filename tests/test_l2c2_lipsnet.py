@@ -3,6 +3,7 @@ numerical integration, autograd Jacobians, finite differences) on fixed inputs a
 L2C2 weights against a hand computation; LipsNet's Jacobian, output bound and local Lipschitz bound; defaults, flags
 and one-line errors."""
 
+import importlib
 import pathlib
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from cleanrl_pave import td3_lipsnet_continuous as td3_lipsnet
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 L2C2_MODULES = [td3_l2c2, sac_l2c2]
 LIPSNET_MODULES = [td3_lipsnet, sac_lipsnet]
+LIPSNET_SCRIPTS = ["td3_lipsnet_continuous", "sac_lipsnet_continuous", "td3_pave_lipsnet_continuous",
+                   "sac_pave_lipsnet_continuous"]
 OBS_DIM, ACT_DIM, BATCH = 3, 2, 5
 
 
@@ -240,6 +243,12 @@ def random_states(count: int = 32, scale: float = 2.0, seed: int = 3) -> torch.T
     return scale * torch.randn(count, OBS_DIM, generator=generator, dtype=torch.float64)
 
 
+def lipsnet_output(lipsnet, x: torch.Tensor) -> torch.Tensor:
+    """g(s), the LipsNet's output (SAC's LipsNet also returns f's last hidden features, for its log-std head)."""
+    output = lipsnet(x)
+    return output[0] if isinstance(output, tuple) else output
+
+
 def reference_f(lipsnet, x: torch.Tensor) -> torch.Tensor:
     """f written as a plain ReLU MLP, independently of the script's Jacobian pass."""
     for layer in lipsnet.f_layers[:-1]:
@@ -251,7 +260,7 @@ def reference_f(lipsnet, x: torch.Tensor) -> torch.Tensor:
 def test_lipsnet_jacobian_matches_autograd_per_sample(module):
     lipsnet = small_lipsnet(module)
     states = random_states()
-    f, jacobian = lipsnet.f_and_jacobian(states)
+    f, jacobian = lipsnet.f_and_jacobian(states)[:2]
     assert jacobian.shape == (len(states), ACT_DIM, OBS_DIM)
     for i, state in enumerate(states):
         torch.testing.assert_close(f[i], reference_f(lipsnet, state))
@@ -263,7 +272,7 @@ def test_lipsnet_jacobian_matches_autograd_per_sample(module):
 def test_lipsnet_output_and_gradients_match_per_sample_autograd(module):
     lipsnet = small_lipsnet(module)
     states = random_states(count=8)
-    output = lipsnet(states)
+    output = lipsnet_output(lipsnet, states)
     weights = torch.randn(output.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     loss = (weights * output).sum()
 
@@ -287,8 +296,10 @@ def test_lipsnet_k_starts_near_k_init_and_penalty_matches_loop(module):
     actor = actor.double()
     states = random_states(count=64, scale=10.0)
     k_values = actor.lipsnet.k_value(states)
-    # softplus(w . tanh(h) + b + 50) with |b| <= 1/sqrt(32) and |w . tanh(h)| <= 32 / sqrt(32) (nn.Linear's init)
-    assert k_values.shape == (64, 1) and ((k_values - 50.0).abs() < 32**0.5 + 32**-0.5).all()
+    # K = softplus(w . tanh(h) + b) with b = 50 + U(+-1/sqrt(32)); softplus is 1-Lipschitz and |w . tanh(h)| <= ||w||_1
+    last = actor.lipsnet.k_net[-1]
+    assert k_values.shape == (64, 1) and (last.bias - 50.0).abs() <= 32**-0.5
+    assert ((k_values - 50.0).abs() <= last.weight.abs().sum() + 32**-0.5).all()
 
     penalty, k_mean = module.lipsnet_k_penalty(actor, {"obs": states})
     expected_penalty = sum(torch.nn.functional.softplus(actor.lipsnet.k_net(state))[0] ** 2 for state in states) / 64
@@ -341,11 +352,12 @@ def test_lipsnet_local_lipschitz_constant_is_at_most_k(module):
         assert torch.linalg.matrix_norm(finite_difference_jacobian, ord=2) <= k_value[0] * (1 + 1e-5)
 
         # the full Jacobian of the actual output = the frozen-K part + the part from grad K
-        full_jacobian = torch.autograd.functional.jacobian(lambda x: torch.tanh(lipsnet(x[None])[0]), state)
+        full_jacobian = torch.autograd.functional.jacobian(
+            lambda x: torch.tanh(lipsnet_output(lipsnet, x[None])[0]), state)
         frozen_jacobian = torch.autograd.functional.jacobian(lambda x, k=k_value: frozen_k_action(lipsnet, x, k), state)
         torch.testing.assert_close(frozen_jacobian, finite_difference_jacobian, rtol=1e-5, atol=1e-8)
-        action = torch.tanh(lipsnet(state[None])[0])
-        normalised = lipsnet(state[None])[0] / k_value
+        action = torch.tanh(lipsnet_output(lipsnet, state[None])[0])
+        normalised = lipsnet_output(lipsnet, state[None])[0] / k_value
         k_gradient = torch.autograd.functional.jacobian(lambda x: lipsnet.k_value(x[None])[0, 0], state)
         torch.testing.assert_close(full_jacobian, frozen_jacobian + torch.outer((1 - action**2) * normalised,
                                                                                 k_gradient))
@@ -375,10 +387,84 @@ def test_lipsnet_agent_actions_lie_in_the_unit_box(module):
         assert sampled.abs().max() <= 1.0 and torch.isfinite(log_prob).all()
         # tanh applied once: the deterministic action is tanh of the LipsNet mean, and can reach near +-1 (a second
         # squashing would cap it at tanh(1) = 0.76)
-        torch.testing.assert_close(actions, torch.tanh(actor.lipsnet(states)))
-        torch.testing.assert_close(mean, actor.lipsnet(states))
+        torch.testing.assert_close(actions, torch.tanh(lipsnet_output(actor.lipsnet, states)))
+        torch.testing.assert_close(mean, lipsnet_output(actor.lipsnet, states))
         torch.testing.assert_close(zero_noise_action, actions)
         assert actions.abs().max() > 0.99
+
+
+@pytest.mark.parametrize("script", ["sac_lipsnet_continuous", "sac_pave_lipsnet_continuous"])
+def test_sac_lipsnet_log_std_is_a_linear_head_on_f_hidden_features(script):
+    """The release's SAC LipsNet actor (sac/models/lips_sac.py:192, 208, 228-229, actor trunk pi=[]): log_std =
+    Linear(f's last hidden features, after the ReLU), clamped to [-20, 2]; no other network. So the entropy term's
+    gradient reaches f's hidden layers through the log-std too, and none reaches f's output layer that way."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    args = module.Args(env_id="Pendulum-v1", hidden_sizes=(16, 16), lipsnet_hidden_sizes=(16, 12))
+    torch.manual_seed(0)
+    actor = module.make_agent(args, OBS_DIM, ACT_DIM)[0].double()
+    head = actor.log_std_head
+    assert isinstance(head, torch.nn.Linear) and (head.in_features, head.out_features) == (12, ACT_DIM)
+    expected_names = {f"lipsnet.{name}" for name, _ in actor.lipsnet.named_parameters()}
+    expected_names |= {"log_std_head.weight", "log_std_head.bias"}
+    assert {name for name, _ in actor.named_parameters()} == expected_names
+
+    states = random_states(count=64, scale=2.0)
+    features = states
+    for layer in actor.lipsnet.f_layers[:-1]:  # f's hidden layers, written out
+        features = torch.relu(layer(features))
+    mean, log_std = actor(states)
+    unclamped = features @ head.weight.T + head.bias
+    assert ((unclamped > -20) & (unclamped < 2)).float().mean() > 0.9
+    torch.testing.assert_close(log_std, unclamped.clamp(-20.0, 2.0))
+    f_hidden = [parameter for layer in actor.lipsnet.f_layers[:-1] for parameter in layer.parameters()]
+    grads = torch.autograd.grad(log_std.sum(), [*f_hidden, *actor.lipsnet.f_layers[-1].parameters()],
+                                allow_unused=True)
+    assert all(grad is not None and grad.abs().sum() > 0 for grad in grads[: len(f_hidden)])
+    assert all(grad is None for grad in grads[len(f_hidden) :])
+
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([30.0, -30.0]))
+    _, log_std = actor(states)
+    assert (log_std[:, 0] == 2.0).all() and (log_std[:, 1] == -20.0).all()
+
+
+def pooled_weights(nets: list, layer_of) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights and biases of one layer, pooled over many independently initialised LipsNets."""
+    layers = [layer_of(net) for net in nets]
+    return torch.cat([layer.weight.detach().flatten() for layer in layers]), \
+        torch.cat([layer.bias.detach().flatten() for layer in layers])
+
+
+@pytest.mark.parametrize("script", LIPSNET_SCRIPTS)
+def test_lipsnet_initialisation_is_the_releases(script):
+    """The release's `mlp` (td3/models/lips_td3.py:34-49, sac/models/lips_sac.py:53-68): kaiming_normal_(relu) for
+    f's ReLU hidden layers, xavier_normal_ for f's output layer and both K layers; biases keep nn.Linear's
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), K's last one plus k_init = 50. Checked on pooled weights: zero mean, the
+    formula's std, and a normal's kurtosis of 3 (nn.Linear's uniform init has std 1/sqrt(3 fan_in), kurtosis 1.8)."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    obs_dim, act_dim, hidden = 20, 6, (64, 48)
+    torch.manual_seed(0)
+    nets = [module.LipsNet(obs_dim, act_dim, hidden) for _ in range(100)]
+    k_hidden = nets[0].k_net[0].out_features
+    expected = {  # layer: (fan_in, weight std)
+        "f hidden 1": (lambda net: net.f_layers[0], obs_dim, (2 / obs_dim) ** 0.5),
+        "f hidden 2": (lambda net: net.f_layers[1], hidden[0], (2 / hidden[0]) ** 0.5),
+        "f output": (lambda net: net.f_layers[2], hidden[1], (2 / (hidden[1] + act_dim)) ** 0.5),
+        "K hidden": (lambda net: net.k_net[0], obs_dim, (2 / (obs_dim + k_hidden)) ** 0.5),
+        "K output": (lambda net: net.k_net[-1], k_hidden, (2 / (k_hidden + 1)) ** 0.5),
+    }
+    assert len(nets[0].f_layers) == 3 and k_hidden == 32
+    for name, (layer_of, fan_in, std) in expected.items():
+        weights, biases = pooled_weights(nets, layer_of)
+        assert weights.numel() >= 3200, name
+        assert abs(weights.mean()) < 5 * std / weights.numel() ** 0.5, name
+        assert weights.std() == pytest.approx(std, rel=0.06), name
+        kurtosis = (weights**4).mean() / (weights**2).mean() ** 2
+        assert kurtosis == pytest.approx(3.0, abs=0.35), name
+        if name == "K output":
+            biases = biases - 50.0
+        bound = fan_in**-0.5
+        assert biases.abs().max() <= bound and biases.abs().max() > 0.9 * bound, name  # uniform over the bound
 
 
 @pytest.mark.parametrize("module", LIPSNET_MODULES, ids=module_id)

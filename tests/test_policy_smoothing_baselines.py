@@ -268,6 +268,26 @@ def test_asap_polyak_copy_moves_by_tau(script):
     assert all(torch.equal(parameter, target) for parameter, target in zip(actor.parameters(), online))
 
 
+@pytest.mark.parametrize("script", ["td3_asap_continuous", "sac_asap_continuous"])
+def test_asap_polyak_copy_steps_at_every_gradient_step(script, tmp_path, monkeypatch):
+    """The release steps ASAP's copy at every gradient step (td3/models/asap_td3.py:495-496, interval 1, outside the
+    policy_delay block; SPEC section 3), so TD3's copy takes two Polyak steps per delayed actor update. Both runs
+    below make 20 gradient steps: TD3 one per env step after warm-up, SAC 2 x 10."""
+    monkeypatch.chdir(tmp_path)
+    module = load(script)
+    taus, update = [], module.update_asap_target
+
+    def counted_update(actor_copy, actor, tau):
+        taus.append(tau)
+        update(actor_copy, actor, tau)
+
+    monkeypatch.setattr(module, "update_asap_target", counted_update)
+    schedule = {"train_freq": 10, "gradient_steps": 10, "log_freq": 10} if script.startswith("sac") else {}
+    module.main(module.Args(env_id="Pendulum-v1", total_timesteps=120, learning_starts=100, hidden_sizes=(8, 8),
+                            eval_freq=0, eval_episodes=1, seed=1, run_name="run", **schedule))
+    assert taus == [0.01] * 20
+
+
 # ---------------------------------------------------------------- s_{t-1} in the replay buffer, end to end
 
 

@@ -6,7 +6,9 @@ import pathlib
 import re
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
 
 from tests.helpers import eager
 
@@ -56,6 +58,35 @@ def test_script_trains_on_pendulum(script, tmp_path, monkeypatch):
     results, run_dir = tiny_run(script, "Pendulum-v1")
     check_outputs(script, results, run_dir, 300)
     assert (run_dir / f"{script}.cleanrl_model").exists()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_qf_loss_is_the_loss_the_critic_optimiser_minimises(script, tmp_path, monkeypatch):
+    """losses/qf_loss means one thing in every script: the value of the loss whose backward() updates the critic (the
+    TD losses at the backbone's scale plus the method's critic terms), at the last gradient step before the log."""
+    monkeypatch.chdir(tmp_path)
+    minimised, expected = [], []
+    backward, add_scalar = torch.Tensor.backward, SummaryWriter.add_scalar
+
+    def recorded_backward(self, *args, **kwargs):
+        if "inputs" not in kwargs:  # the critic's update (the actor's backward names the actor's parameters)
+            minimised.append(self.item())
+        return backward(self, *args, **kwargs)
+
+    def recorded_add_scalar(self, tag, value, *args, **kwargs):
+        if tag == "losses/qf_loss":
+            expected.append(minimised[-1])
+        return add_scalar(self, tag, value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", recorded_backward)
+    monkeypatch.setattr(SummaryWriter, "add_scalar", recorded_add_scalar)
+    schedule = {"train_freq": 10, "gradient_steps": 10} if script.startswith("sac") else {}
+    _, run_dir = tiny_run(script, "Pendulum-v1", total_timesteps=150, eval_freq=0, save_model=False, log_freq=10,
+                          hidden_sizes=(8, 8), **schedule)
+    assert len(minimised) == 50  # one critic update per gradient step
+    logged = [event.value for event in scalars(run_dir)["losses/qf_loss"]]
+    assert len(logged) == len(expected) == 5
+    assert logged == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("script", ["td3_continuous", "sac_continuous"])
