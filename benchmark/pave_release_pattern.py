@@ -4,22 +4,24 @@ The update is what a training step of the scripts does to the critic: sample a b
 policy sample, target critics), the TD loss (+ the PAVE terms), backward, and the fused Adam step.
 
 - base:    the base script's update (`td3_continuous` / `sac_continuous` networks: the stacked twin critic);
-- pave:    + the PAVE terms of `*_pave_continuous.pave_terms` (explicit reverse / forward-mode derivatives of the
-           MLP, one batched pass over [s; s + eps; s'], hand-written backward);
+- pave:    + the PAVE terms of `*_pave_continuous.pave_terms` (explicit reverse / forward-mode sweeps through the
+           MLP over [s; s + eps; s'] in plain tensor ops, autograd's backward), compiled as the scripts compile it by
+           default (--no-pave-compile: eager);
 - release: the release's way of getting the same terms, as in its SB3 code: two separate critic networks, three
            twin-critic forwards (s, s + eps, s') with the action as a leaf, eight `autograd.grad(create_graph=True)`
            calls (dQ_i/da at three states, one Hessian-vector product per critic), then the triple backward;
 - release_stacked: the same pattern on this project's stacked twin critic, where every per-critic autograd.grad
            runs through both critics' batched matmuls (what a straight port of the release to these scripts costs).
 
-With --compile the base and PAVE updates compile their loss functions with torch.compile, as the scripts do with
---compile (the release pattern stays eager: the release does not compile). Modes are interleaved round by round so
+With --compile the base and PAVE updates also compile their TD losses, as the scripts do with --compile (the release
+pattern stays eager: the release does not compile). Compilation happens in the warm-up, which is not timed; its
+seconds are printed. Modes are interleaved round by round so
 that background load hits all of them alike; the table shows the median time per update: wall-clock time, or with
 --clock cpu this process's CPU time (steadier on a busy machine, meaningful for one thread only). The load average
 printed before and after says how busy the machine was.
 
     python benchmark/pave_release_pattern.py                          # TD3 and SAC Hopper dims, 1 and 2 threads
-    python benchmark/pave_release_pattern.py --algos td3 --threads 1 --compile
+    python benchmark/pave_release_pattern.py --algos td3 --threads 1 --no-pave-compile
     python benchmark/pave_release_pattern.py --algos td3 --hidden-sizes 256 256 --batch-size 256
 """
 
@@ -43,6 +45,9 @@ import torch.nn.functional as F
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from cleanrl_pave.compiling import compile_with_fallback  # noqa: E402 (after the path set-up above)
+from cleanrl_pave.nonfinite_guard import NonFiniteGuard  # noqa: E402
 
 # Hopper-v5 dims and the paper's Hopper PAVE weights per backbone (SPEC sections 2 and 4)
 OBS_DIM, ACT_DIM = 11, 3
@@ -86,7 +91,8 @@ def release_terms(critics: SeparateCritics, obs, actions, next_obs, state_noise,
     return {"mpr": mpr, "vfc": vfc, "curv": curv}
 
 
-def make_update(algo: str, mode: str, compile_losses: bool, generator: torch.Generator, settings: dict):
+def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, generator: torch.Generator,
+                settings: dict):
     """A closure running one critic update of `mode` on fresh networks and a random replay buffer."""
     base = importlib.import_module(f"cleanrl_pave.{algo}_continuous")
     pave = importlib.import_module(f"cleanrl_pave.{algo}_pave_continuous")
@@ -117,9 +123,11 @@ def make_update(algo: str, mode: str, compile_losses: bool, generator: torch.Gen
         q_values = torch.stack(list(qf(data["obs"], data["actions"])))
         return ((q_values - next_q) ** 2).mean(1)
 
-    pave_fn = pave.pave_terms
     if compile_losses:
-        td_losses, pave_fn = torch.compile(td_losses), torch.compile(pave_fn)
+        td_losses = compile_with_fallback(td_losses, "the critic loss", "running without --compile")
+    pave_fn = compile_with_fallback(pave.pave_terms, "the PAVE loss", "--no-pave-compile") if compile_pave \
+        else pave.pave_terms
+    guard = NonFiniteGuard(0)
 
     def update():
         indices = torch.randint(REPLAY_SIZE, (settings["batch"],), generator=generator)
@@ -133,24 +141,25 @@ def make_update(algo: str, mode: str, compile_losses: bool, generator: torch.Gen
                                 lam_curv, DELTA)
             else:
                 terms = release_terms(qf, data["obs"], data["actions"], data["next_obs"], noise, probes, DELTA)
-            weighted = torch.stack([lam_mpr * terms["mpr"], lam_vfc * terms["vfc"], lam_curv * terms["curv"]])
-            loss = loss + weighted.sum()
-            if mode == "pave":  # the scripts' sync-free NaN/Inf guard is part of their PAVE update
-                optimizer.found_inf = (~torch.cat([weighted, loss.reshape(1)]).isfinite()).any().float()
+            weighted = {"pave_mpr": lam_mpr * terms["mpr"], "pave_vfc": lam_vfc * terms["vfc"],
+                        "pave_curv": lam_curv * terms["curv"]}
+            loss = loss + sum(weighted.values())
+            guard.check(**weighted)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        optimizer.found_inf = guard.check(qf_loss=loss)  # the scripts' sync-free NaN/Inf guard, in every mode
         optimizer.step()
 
     return update
 
 
-def measure(algo: str, threads: int, compile_losses: bool, updates: int, rounds: int, clock,
+def measure(algo: str, threads: int, compile_losses: bool, compile_pave: bool, updates: int, rounds: int, clock,
             settings: dict) -> dict[str, float]:
     """Median time (ms, by `clock`) of one critic update per mode, modes interleaved round by round."""
     torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
-    modes = ["base", "pave"] + ([] if compile_losses else ["release", "release_stacked"])
-    updaters = {mode: make_update(algo, mode, compile_losses, generator, settings) for mode in modes}
+    modes = ["base", "pave", "release", "release_stacked"]
+    updaters = {mode: make_update(algo, mode, compile_losses, compile_pave, generator, settings) for mode in modes}
     for update in updaters.values():  # warm-up (and compilation)
         for _ in range(5):
             update()
@@ -168,7 +177,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", choices=sorted(SETTINGS), default=["td3", "sac"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--compile", action="store_true", help="compile the base and PAVE losses (torch.compile)")
+    parser.add_argument("--compile", action="store_true", help="also compile the TD losses (the scripts' --compile)")
+    parser.add_argument("--no-pave-compile", dest="pave_compile", action="store_false",
+                        help="run the PAVE terms eager (the scripts compile them by default)")
     parser.add_argument("--updates", type=int, default=20, help="timed updates per mode and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -192,8 +203,10 @@ def main() -> None:
         for threads in args.threads:
             settings = {**SETTINGS[algo], **({"hidden": tuple(args.hidden_sizes)} if args.hidden_sizes else {}),
                         **({"batch": args.batch_size} if args.batch_size else {})}
-            times = measure(algo, threads, args.compile, args.updates, args.rounds, clock, settings)
-            row = {"algo": algo, "threads": threads, "compile": args.compile, "clock": args.clock,
+            times = measure(algo, threads, args.compile, args.pave_compile, args.updates, args.rounds, clock,
+                            settings)
+            row = {"algo": algo, "threads": threads, "compile": args.compile, "pave_compile": args.pave_compile,
+                   "clock": args.clock,
                    "hidden_sizes": list(settings["hidden"]), "batch_size": settings["batch"], **times}
             rows.append(row)
             cells = [f"{times[mode]:{width}.2f}" if mode in times else f"{'-':>{width}s}"

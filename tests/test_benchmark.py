@@ -337,3 +337,22 @@ def test_suite_runs_on_ray_started_by_the_runner_or_already_running(tmp_path, ti
     assert joined.returncode == 0, joined.stdout + joined.stderr
     assert "2 done, 2 skipped" in joined.stdout
     assert all(json.loads(results(out, name).read_text())["run_name"] == name for name in TINY_RUNS)
+
+
+def test_speed_benchmark_times_learning_steps_of_named_and_path_scripts(tmp_path):
+    """benchmark/speed.py at its smallest: a script by name and one by path (as for a worktree of another commit),
+    the timed window read from each run's TensorBoard events."""
+    output = tmp_path / "speed.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmark" / "speed.py"), "td3_continuous",
+                             str(SCRIPTS_DIR / "sac_continuous.py"), "--env-id", "Pendulum-v1", "--warmup", "100",
+                             "--untimed-steps", "50", "--steps", "100", "--repetitions", "1", "--json", str(output),
+                             "--", "--hidden-sizes", "16", "16"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(output.read_text())
+    assert set(measured["median_sps"]) == {"td3_continuous", str(SCRIPTS_DIR / "sac_continuous.py")}
+    assert all(sps > 0 for sps in measured["median_sps"].values())
+    assert all(seconds == [0.0] for seconds in measured["compile_seconds"].values())  # nothing compiles by default
+    bad = subprocess.run([sys.executable, str(REPO / "benchmark" / "speed.py"), "td3_continuous", "--steps", "75"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        "error: --warmup, --untimed-steps and --steps must be multiples of 50"]

@@ -345,7 +345,7 @@ def test_the_speed_benchmark_runs_every_mode(tmp_path, monkeypatch):
     benchmark = importlib.import_module("benchmark.pave_release_pattern")
     output = tmp_path / "speed.json"
     monkeypatch.setattr(sys, "argv", ["pave_release_pattern.py", "--algos", "sac", "--threads", "1", "--updates", "1",
-                                      "--rounds", "1", "--json", str(output)])
+                                      "--rounds", "1", "--no-pave-compile", "--json", str(output)])
     benchmark.main()
     (row,) = json.loads(output.read_text())
     assert {"base", "pave", "release", "release_stacked"} <= row.keys()
