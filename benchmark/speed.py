@@ -1,8 +1,10 @@
 """Learning-phase steps per second of one or more training scripts, measured the same way for each.
 
 Each script first fills its replay buffer once (the uniform warm-up, not timed) and checkpoints it. Every repetition
-then resumes a fresh copy of that checkpoint for `--steps` learning steps in a new process and reads the SPS the run
-reports in results.json (it also covers one short final evaluation episode). Repetitions of several scripts are
+then resumes a fresh copy of that checkpoint for `--steps` learning steps in a new process and reads two rates: the
+SPS the run reports in results.json (the whole resumed run: also compilation at the first update, if any, and one
+short final evaluation episode) and the steady SPS between the first and the last step it logged (TensorBoard wall
+times; --log-freq apart, 100 steps by default), which leaves those out. Repetitions of several scripts are
 interleaved, so a slow spell of the machine hits all of them alike; the median over repetitions is printed, with the
 ratio of each script's step time to the first script's.
 
@@ -21,6 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,30 +38,55 @@ def run(script: str, flags: list[str], cwd: pathlib.Path) -> None:
         raise SystemExit(f"error: {script} failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
-def measure(scripts: list[str], env_id: str, warmup: int, steps: int, repetitions: int, extra: list[str],
-            workdir: pathlib.Path) -> dict[str, list[float]]:
-    """SPS samples per script: `repetitions` resumed runs of `steps` learning steps each."""
+def steady_sps(run_dir: pathlib.Path) -> float:
+    """Steps per second between the first and the last learning step a run logged (NaN if it logged fewer than two)."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    events = accumulator.Scalars("losses/qf1_loss")
+    if len(events) < 2:
+        return float("nan")
+    return (events[-1].step - events[0].step) / (events[-1].wall_time - events[0].wall_time)
+
+
+def measure(variants: dict[str, tuple[str, list[str]]], env_id: str, warmup: int, steps: int, repetitions: int,
+            extra: list[str], workdir: pathlib.Path, deadline: float = float("inf")) -> dict[str, list[dict]]:
+    """Rate samples per variant (label -> (script, flags of this variant alone)): `repetitions` resumed runs of `steps`
+    learning steps each, every sample {"sps": ..., "steady_sps": ...}. `extra` flags go to every run, the warm-ups too;
+    no repetition starts after `deadline` (time.monotonic())."""
     common = ["--env-id", env_id, "--learning-starts", str(warmup), "--eval-freq", "0", "--eval-episodes", "1", *extra]
-    for script in scripts:
+    for script in dict.fromkeys(script for script, _ in variants.values()):
         # checkpoint right after the warm-up; the run then takes one more step and ends
         run(script, [*common, "--total-timesteps", str(warmup + 1), "--checkpoint-freq", str(warmup),
                      "--run-name", f"warm_{script}"], workdir)
-    samples = {script: [] for script in scripts}
+    samples = {label: [] for label in variants}
     for repetition in range(repetitions):
-        for script in scripts:
-            name = f"{script}_{repetition}"
+        if time.monotonic() > deadline:
+            print(f"  time is up: {repetition} of {repetitions} repetitions done", flush=True)
+            break
+        for index, (label, (script, flags)) in enumerate(variants.items()):
+            name = f"run_{index}_{repetition}"
             shutil.copytree(workdir / "runs" / f"warm_{script}", workdir / "runs" / name)
             (workdir / "runs" / name / "results.json").unlink()
-            run(script, [*common, "--total-timesteps", str(warmup + steps), "--resume", "--run-name", name], workdir)
-            sps = json.loads((workdir / "runs" / name / "results.json").read_text())["sps"]
-            samples[script].append(sps)
-            print(f"  repetition {repetition + 1}/{repetitions}  {script:32s} {sps:8.1f} SPS", flush=True)
+            run(script, [*common, *flags, "--total-timesteps", str(warmup + steps), "--resume", "--run-name", name],
+                workdir)
+            sample = {"sps": json.loads((workdir / "runs" / name / "results.json").read_text())["sps"],
+                      "steady_sps": steady_sps(workdir / "runs" / name)}
+            samples[label].append(sample)
+            print(f"  repetition {repetition + 1}/{repetitions}  {label:40s} {sample['sps']:8.1f} SPS "
+                  f"{sample['steady_sps']:8.1f} steady SPS", flush=True)
             shutil.rmtree(workdir / "runs" / name)
     return samples
 
 
+def medians(samples: dict[str, list[dict]], key: str) -> dict[str, float]:
+    """Median of `key` over each variant's samples (NaN for a variant without samples)."""
+    return {label: statistics.median(sample[key] for sample in values) if values else float("nan")
+            for label, values in samples.items()}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Arguments after -- go to every script.")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Arguments after -- go to every script.")
     parser.add_argument("scripts", nargs="+", help="script names, e.g. td3_continuous td3_pave_continuous")
     parser.add_argument("--env-id", default="Hopper-v5")
     parser.add_argument("--warmup", type=int, default=1000, help="replay transitions collected before timing")
@@ -73,19 +103,20 @@ def main() -> None:
         raise SystemExit("error: --warmup, --steps and --repetitions must be positive")
 
     with tempfile.TemporaryDirectory(prefix="speed_") as workdir:
-        samples = measure(args.scripts, args.env_id, args.warmup, args.steps, args.repetitions, extra,
-                          pathlib.Path(workdir))
-    medians = {script: statistics.median(values) for script, values in samples.items()}
+        samples = measure({script: (script, []) for script in args.scripts}, args.env_id, args.warmup, args.steps,
+                          args.repetitions, extra, pathlib.Path(workdir))
+    median_sps, median_steady = medians(samples, "sps"), medians(samples, "steady_sps")
     reference = args.scripts[0]
     print(f"\n{args.env_id}, {args.steps} learning steps x {args.repetitions} repetitions, flags: {extra or 'none'}")
-    print(f"{'script':32s} {'median SPS':>10s} {'ms/step':>8s} {'step time vs ' + reference:>24s}")
+    print(f"{'script':32s} {'median SPS':>10s} {'ms/step':>8s} {'step time vs ' + reference:>24s} {'steady SPS':>10s}")
     for script in args.scripts:
-        ratio = medians[reference] / medians[script]
-        print(f"{script:32s} {medians[script]:10.1f} {1000 / medians[script]:8.2f} {ratio:23.2f}x")
+        ratio = median_sps[reference] / median_sps[script]
+        print(f"{script:32s} {median_sps[script]:10.1f} {1000 / median_sps[script]:8.2f} {ratio:23.2f}x "
+              f"{median_steady[script]:10.1f}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"env_id": args.env_id, "steps": args.steps, "flags": extra,
-                                                       "samples": samples, "median_sps": medians}, indent=2))
-
+                                                       "samples": samples, "median_sps": median_sps,
+                                                       "median_steady_sps": median_steady}, indent=2))
 
 if __name__ == "__main__":
     main()
