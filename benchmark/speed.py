@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -32,14 +33,17 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def run(script: str, flags: list[str], cwd: pathlib.Path) -> None:
     command = [sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), *flags]
+    # keep the caller's PYTHONPATH behind the repo: packages may live there (e.g. wheels installed with --target)
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": python_path})
     if result.returncode != 0:
         raise SystemExit(f"error: {script} failed: {result.stderr.strip().splitlines()[-1:]}")
 
 
 def steady_sps(run_dir: pathlib.Path) -> float:
     """Steps per second between the first and the last learning step a run logged (NaN if it logged fewer than two)."""
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)  # not the notice of the events a resume purged
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
     events = accumulator.Scalars("losses/qf1_loss")
@@ -49,33 +53,45 @@ def steady_sps(run_dir: pathlib.Path) -> float:
 
 
 def measure(variants: dict[str, tuple[str, list[str]]], env_id: str, warmup: int, steps: int, repetitions: int,
-            extra: list[str], workdir: pathlib.Path, deadline: float = float("inf")) -> dict[str, list[dict]]:
+            extra: list[str], workdir: pathlib.Path,
+            deadline: float = float("inf")) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Rate samples per variant (label -> (script, flags of this variant alone)): `repetitions` resumed runs of `steps`
     learning steps each, every sample {"sps": ..., "steady_sps": ...}. `extra` flags go to every run, the warm-ups too;
-    no repetition starts after `deadline` (time.monotonic())."""
+    no run starts after `deadline` (time.monotonic()). A variant whose run fails gets no more runs; returns (samples,
+    the error of each failed variant)."""
     common = ["--env-id", env_id, "--learning-starts", str(warmup), "--eval-freq", "0", "--eval-episodes", "1", *extra]
+    failures = {}
     for script in dict.fromkeys(script for script, _ in variants.values()):
-        # checkpoint right after the warm-up; the run then takes one more step and ends
-        run(script, [*common, "--total-timesteps", str(warmup + 1), "--checkpoint-freq", str(warmup),
-                     "--run-name", f"warm_{script}"], workdir)
+        try:  # checkpoint right after the warm-up; the run then takes one more step and ends
+            run(script, [*common, "--total-timesteps", str(warmup + 1), "--checkpoint-freq", str(warmup),
+                         "--run-name", f"warm_{script}"], workdir)
+        except SystemExit as error:
+            failures.update({label: f"warm-up: {error}" for label, (name, _) in variants.items() if name == script})
     samples = {label: [] for label in variants}
     for repetition in range(repetitions):
-        if time.monotonic() > deadline:
-            print(f"  time is up: {repetition} of {repetitions} repetitions done", flush=True)
-            break
         for index, (label, (script, flags)) in enumerate(variants.items()):
+            if label in failures:
+                continue
+            if time.monotonic() > deadline:
+                print(f"  time is up: {label} left at {len(samples[label])} of {repetitions} repetitions", flush=True)
+                continue
             name = f"run_{index}_{repetition}"
             shutil.copytree(workdir / "runs" / f"warm_{script}", workdir / "runs" / name)
             (workdir / "runs" / name / "results.json").unlink()
-            run(script, [*common, *flags, "--total-timesteps", str(warmup + steps), "--resume", "--run-name", name],
-                workdir)
+            try:
+                run(script, [*common, *flags, "--total-timesteps", str(warmup + steps), "--resume", "--run-name",
+                             name], workdir)
+            except SystemExit as error:
+                failures[label] = str(error)
+                print(f"  {label} failed: {error}", flush=True)
+                continue
             sample = {"sps": json.loads((workdir / "runs" / name / "results.json").read_text())["sps"],
                       "steady_sps": steady_sps(workdir / "runs" / name)}
             samples[label].append(sample)
             print(f"  repetition {repetition + 1}/{repetitions}  {label:40s} {sample['sps']:8.1f} SPS "
                   f"{sample['steady_sps']:8.1f} steady SPS", flush=True)
             shutil.rmtree(workdir / "runs" / name)
-    return samples
+    return samples, failures
 
 
 def medians(samples: dict[str, list[dict]], key: str) -> dict[str, float]:
@@ -103,8 +119,10 @@ def main() -> None:
         raise SystemExit("error: --warmup, --steps and --repetitions must be positive")
 
     with tempfile.TemporaryDirectory(prefix="speed_") as workdir:
-        samples = measure({script: (script, []) for script in args.scripts}, args.env_id, args.warmup, args.steps,
-                          args.repetitions, extra, pathlib.Path(workdir))
+        samples, failures = measure({script: (script, []) for script in args.scripts}, args.env_id, args.warmup,
+                                    args.steps, args.repetitions, extra, pathlib.Path(workdir))
+    if failures:
+        raise SystemExit("\n".join(failures.values()))
     median_sps, median_steady = medians(samples, "sps"), medians(samples, "steady_sps")
     reference = args.scripts[0]
     print(f"\n{args.env_id}, {args.steps} learning steps x {args.repetitions} repetitions, flags: {extra or 'none'}")
