@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=1000)
     parser.add_argument("--repetitions", type=int, default=2)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--budget-s", type=float, default=420.0,
+    parser.add_argument("--budget-s", type=float, default=400.0,
                         help="no speed run starts after this many seconds from the start")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
