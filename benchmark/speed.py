@@ -3,10 +3,11 @@
 Each script first fills its replay buffer once (the uniform warm-up, not timed) and checkpoints it. Every repetition
 then resumes a fresh copy of that checkpoint in a new process for `--untimed-steps` learning steps, which pay for
 start-up and compilation (torch.compile of the PAVE loss, by default) and are not timed, followed by `--steps` timed
-learning steps. The time of the timed steps comes from the wall-clock stamps of the run's own TensorBoard events at
-the first and last timed step; the compile seconds a run prints are reported separately. Repetitions of several
-scripts are interleaved, so a slow spell of the machine hits all of them alike; the median over repetitions is
-printed, with the ratio of each script's step time to the first script's.
+learning steps. The steady SPS of the timed steps comes from the wall-clock stamps of the run's own TensorBoard
+events at the first and last timed step; the compile seconds a run prints are reported separately, and so is the
+SPS of the whole resumed run as results.json reports it (compilation and one final evaluation episode included).
+Repetitions of several scripts are interleaved, so a slow spell of the machine hits all of them alike; the median
+over repetitions is printed, with the ratio of each script's step time to the first script's.
 
 A script is a name in this checkout (`td3_pave_continuous`) or the path of a script in another checkout, e.g. a git
 worktree of an older commit, to compare before and after in one run:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import re
@@ -28,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -44,49 +47,78 @@ def script_path(script: str) -> pathlib.Path:
 
 
 def run(script: str, flags: list[str], cwd: pathlib.Path) -> str:
-    """Run `script` with `flags` (PYTHONPATH: the script's own checkout); its standard output."""
+    """Run `script` with `flags`; its standard output. The script's own checkout comes first on PYTHONPATH, the
+    caller's after it (packages may live there, e.g. wheels installed with --target)."""
     path = script_path(script)
+    python_path = os.pathsep.join(filter(None, [str(path.parents[1]), os.environ.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, str(path), *flags], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(path.parents[1])})
+                            env={**os.environ, "PYTHONPATH": python_path})
     if result.returncode != 0:
         raise SystemExit(f"error: {script} failed: {result.stderr.strip().splitlines()[-1:]}")
     return result.stdout
 
 
-def event_wall_times(run_dir: pathlib.Path) -> dict[int, float]:
-    """Wall-clock time of each logged step, from the run's losses/qf1_loss events (written at log time)."""
+def steady_sps(run_dir: pathlib.Path, first: int, last: int) -> float:
+    """Steps per second from logged step `first` to logged step `last`, by the wall-clock stamps of the run's
+    losses/qf1_loss events (written at log time)."""
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)  # not the notice of the events a resume purged
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {event.step: event.wall_time for event in accumulator.Scalars("losses/qf1_loss")}
+    wall = {event.step: event.wall_time for event in accumulator.Scalars("losses/qf1_loss")}
+    return (last - first) / (wall[last] - wall[first])
 
 
-def measure(scripts: list[str], env_id: str, warmup: int, untimed: int, steps: int, repetitions: int,
-            extra: list[str], workdir: pathlib.Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """SPS samples per script over the timed steps of `repetitions` resumed runs, and the compile seconds each
-    run printed."""
+def measure(variants: dict[str, tuple[str, list[str]]], env_id: str, warmup: int, steps: int, repetitions: int,
+            extra: list[str], workdir: pathlib.Path, deadline: float = float("inf"),
+            untimed: int = 100) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Rate samples per variant (label -> (script, flags of this variant alone)) from `repetitions` resumed runs of
+    `untimed` + `steps` learning steps, each sample {"steady_sps": over the timed steps, "sps": the whole run's,
+    "compile_s": what the run printed}. `extra` flags go to every run, the warm-ups too; no run starts after
+    `deadline` (time.monotonic()). A variant whose run fails gets no more runs; returns (samples, the error of each
+    failed variant)."""
     common = ["--env-id", env_id, "--learning-starts", str(warmup), "--eval-freq", "0", "--eval-episodes", "1",
               "--log-freq", str(LOG_FREQ), *extra]
-    for index, script in enumerate(scripts):
-        # checkpoint right after the warm-up; the run then takes one more step and ends
-        run(script, [*common, "--total-timesteps", str(warmup + 1), "--checkpoint-freq", str(warmup),
-                     "--run-name", f"warm_{index}"], workdir)
-    samples = {script: [] for script in scripts}
-    compile_seconds = {script: [] for script in scripts}
+    failures, warm = {}, {}
+    for script in dict.fromkeys(script for script, _ in variants.values()):
+        warm[script] = f"warm_{len(warm)}"
+        try:  # checkpoint right after the warm-up; the run then takes one more step and ends
+            run(script, [*common, "--total-timesteps", str(warmup + 1), "--checkpoint-freq", str(warmup),
+                         "--run-name", warm[script]], workdir)
+        except SystemExit as error:
+            failures.update({label: f"warm-up: {error}" for label, (name, _) in variants.items() if name == script})
+    samples = {label: [] for label in variants}
     first, last = warmup + untimed, warmup + untimed + steps
     for repetition in range(repetitions):
-        for index, script in enumerate(scripts):
-            name = f"{index}_{repetition}"
-            shutil.copytree(workdir / "runs" / f"warm_{index}", workdir / "runs" / name)
+        for index, (label, (script, flags)) in enumerate(variants.items()):
+            if label in failures:
+                continue
+            if time.monotonic() > deadline:
+                print(f"  time is up: {label} left at {len(samples[label])} of {repetitions} repetitions", flush=True)
+                continue
+            name = f"run_{index}_{repetition}"
+            shutil.copytree(workdir / "runs" / warm[script], workdir / "runs" / name)
             (workdir / "runs" / name / "results.json").unlink()
-            output = run(script, [*common, "--total-timesteps", str(last), "--resume", "--run-name", name], workdir)
-            wall = event_wall_times(workdir / "runs" / name)
-            sps = steps / (wall[last] - wall[first])
-            samples[script].append(sps)
-            compile_seconds[script].append(sum(float(seconds) for _, seconds in COMPILE_LINE.findall(output)))
-            print(f"  repetition {repetition + 1}/{repetitions}  {script:40s} {sps:8.1f} SPS  "
-                  f"(compiled in {compile_seconds[script][-1]:.1f} s)", flush=True)
+            try:
+                output = run(script, [*common, *flags, "--total-timesteps", str(last), "--resume", "--run-name",
+                                      name], workdir)
+            except SystemExit as error:
+                failures[label] = str(error)
+                print(f"  {label} failed: {error}", flush=True)
+                continue
+            sample = {"steady_sps": steady_sps(workdir / "runs" / name, first, last),
+                      "sps": json.loads((workdir / "runs" / name / "results.json").read_text())["sps"],
+                      "compile_s": sum(float(seconds) for _, seconds in COMPILE_LINE.findall(output))}
+            samples[label].append(sample)
+            print(f"  repetition {repetition + 1}/{repetitions}  {label:40s} {sample['steady_sps']:8.1f} steady SPS "
+                  f"{sample['sps']:8.1f} run SPS  (compiled in {sample['compile_s']:.1f} s)", flush=True)
             shutil.rmtree(workdir / "runs" / name)
-    return samples, compile_seconds
+    return samples, failures
+
+
+def medians(samples: dict[str, list[dict]], key: str) -> dict[str, float]:
+    """Median of `key` over each variant's samples (NaN for a variant without samples)."""
+    return {label: statistics.median(sample[key] for sample in values) if values else float("nan")
+            for label, values in samples.items()}
 
 
 def main() -> None:
@@ -110,21 +142,25 @@ def main() -> None:
         raise SystemExit(f"error: --warmup, --untimed-steps and --steps must be multiples of {LOG_FREQ}")
 
     with tempfile.TemporaryDirectory(prefix="speed_") as workdir:
-        samples, compile_seconds = measure(args.scripts, args.env_id, args.warmup, args.untimed_steps, args.steps,
-                                           args.repetitions, extra, pathlib.Path(workdir))
-    medians = {script: statistics.median(values) for script, values in samples.items()}
+        samples, failures = measure({script: (script, []) for script in args.scripts}, args.env_id, args.warmup,
+                                    args.steps, args.repetitions, extra, pathlib.Path(workdir),
+                                    untimed=args.untimed_steps)
+    if failures:
+        raise SystemExit("\n".join(failures.values()))
+    steady, whole, compile_s = (medians(samples, key) for key in ("steady_sps", "sps", "compile_s"))
     reference = args.scripts[0]
     print(f"\n{args.env_id}, {args.steps} timed learning steps (after {args.untimed_steps} untimed) x "
           f"{args.repetitions} repetitions, flags: {extra or 'none'}")
-    print(f"{'script':40s} {'median SPS':>10s} {'ms/step':>8s} {'compile s':>9s} {'step time vs first':>19s}")
+    print(f"{'script':40s} {'steady SPS':>10s} {'ms/step':>8s} {'step time vs first':>19s} {'compile s':>9s} "
+          f"{'run SPS':>8s}")
     for script in args.scripts:
-        ratio = medians[reference] / medians[script]
-        print(f"{script:40s} {medians[script]:10.1f} {1000 / medians[script]:8.2f} "
-              f"{statistics.median(compile_seconds[script]):9.1f} {ratio:18.2f}x")
+        print(f"{script:40s} {steady[script]:10.1f} {1000 / steady[script]:8.2f} "
+              f"{steady[reference] / steady[script]:18.2f}x {compile_s[script]:9.1f} {whole[script]:8.1f}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
             {"env_id": args.env_id, "steps": args.steps, "untimed_steps": args.untimed_steps, "flags": extra,
-             "samples": samples, "median_sps": medians, "compile_seconds": compile_seconds}, indent=2))
+             "samples": samples, "median_steady_sps": steady, "median_sps": whole, "median_compile_s": compile_s},
+            indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The GPU check's parts, on the CPU: the speed modes' flags, one script's stage-1 verdict, the speed rows, and
+benchmark/speed.py's variants and deadline (the whole driver runs on a GPU machine; see README, "GPU")."""
+
+import importlib
+import math
+import time
+
+import pytest
+import tyro
+
+from benchmark import speed
+from benchmark.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, speed_rows
+
+TINY = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=200, eval_freq=150, eval_episodes=1,
+            log_freq=100, checkpoint_freq=150, geometry_freq=300, hidden_sizes=(32, 32), cuda=False, compile=False,
+            pave_compile=False)
+
+
+@pytest.mark.parametrize("script", SPEED_SCRIPTS)
+def test_each_mode_sets_the_compile_flags_it_names(script):
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    has_pave_flag = hasattr(module.Args(), "pave_compile")
+    expected = {"eager": (False, False), "compile": (True, True), "pave-compile": (False, True)}
+    for mode in MODES:
+        flags = mode_flags(script, mode)
+        if mode == "pave-compile" and not has_pave_flag:
+            assert flags is None
+            continue
+        args = tyro.cli(module.Args, args=flags)
+        assert args.compile == expected[mode][0]
+        if has_pave_flag:
+            assert args.pave_compile == expected[mode][1]
+
+
+def test_a_script_passes_stage_one_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    row = check_script("td3_continuous", TINY, "cpu")
+    assert row["ok"] and row["problems"] == [] and row["results_json"], row
+    assert set(row["tensor_devices"]) == {"cpu"} and row["findings"] == []
+
+
+def test_a_failing_script_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    row = check_script("sac_continuous", {**TINY, "hidden_sizes": (0,)}, "cpu")
+    assert not row["ok"] and not row["results_json"]
+    assert row["problems"][0] == "SystemExit: error: --hidden-sizes must be positive integers, got (0,)"
+
+
+def test_speed_rows_compare_with_eager_and_with_the_base():
+    variants = {("td3_continuous", "eager"): [], ("td3_continuous", "compile"): [],
+                ("td3_pave_continuous", "eager"): [], ("td3_pave_continuous", "compile"): [],
+                ("td3_pave_continuous", "pave-compile"): []}
+    steady = {("td3_continuous", "eager"): [100.0, 300.0], ("td3_continuous", "compile"): [400.0],
+              ("td3_pave_continuous", "eager"): [50.0], ("td3_pave_continuous", "compile"): [80.0],
+              ("td3_pave_continuous", "pave-compile"): []}
+    samples = {label(*key): [{"sps": value / 2, "steady_sps": value} for value in values]
+               for key, values in steady.items()}
+    rows = {(row["script"], row["mode"]): row for row in speed_rows(samples, {}, variants)}
+    assert rows["td3_continuous", "eager"]["steady_sps"] == 200.0 and rows["td3_continuous", "eager"]["sps"] == 100.0
+    assert rows["td3_continuous", "compile"]["vs_eager"] == 2.0
+    assert rows["td3_continuous", "eager"]["step_time_vs_base"] is None
+    assert rows["td3_pave_continuous", "eager"]["step_time_vs_base"] == 4.0  # 200 / 50
+    assert rows["td3_pave_continuous", "compile"]["step_time_vs_base"] == 5.0  # 400 / 80, the base compiled too
+    assert rows["td3_pave_continuous", "compile"]["vs_eager"] == 1.6
+    assert math.isnan(rows["td3_pave_continuous", "pave-compile"]["steady_sps"])  # no run in time
+    assert rows["td3_pave_continuous", "pave-compile"]["samples"] == 0
+
+
+def test_speed_measures_each_variant_and_starts_nothing_after_the_deadline(tmp_path):
+    variants = {"one thread": ("td3_continuous", ["--threads", "1"]), "bad flag": ("td3_continuous", ["--bogus"])}
+    common = ["--hidden-sizes", "32", "32", "--no-cuda"]
+    samples, failures = speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path)
+    (sample,) = samples["one thread"]
+    assert sample["sps"] > 0 and sample["steady_sps"] > 0  # logged at steps 200 and 300
+    assert samples["bad flag"] == [] and "td3_continuous failed" in failures["bad flag"]
+    (tmp_path / "late").mkdir()
+    samples, failures = speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path / "late",
+                                      deadline=time.monotonic())
+    assert samples == {"one thread": [], "bad flag": []} and failures == {}
