@@ -90,13 +90,14 @@ class Args:
     env_id: str = "Hopper-v5"
     """the id of the environment"""
     total_timesteps: Optional[int] = None
-    """total timesteps of the experiments (paper default per env, see PAPER_ENV_SETTINGS)"""
+    """total timesteps of the experiments (paper: 100000 on Pendulum; 500000 on LunarLander, Reacher; 1000000 on
+    every other env)"""
     learning_rate: float = 1e-3
     """the learning rate of the actor and critic optimizers"""
     buffer_size: Optional[int] = None
-    """the replay memory buffer size (paper default per env)"""
+    """the replay memory buffer size (paper: 200000 on Pendulum, LunarLander; 1000000 on every other env)"""
     gamma: Optional[float] = None
-    """the discount factor gamma (paper default per env)"""
+    """the discount factor gamma (paper: 0.98 on Pendulum, LunarLander; 0.99 on every other env)"""
     tau: float = 0.005
     """target smoothing coefficient"""
     batch_size: int = 256

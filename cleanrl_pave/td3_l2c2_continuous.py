@@ -92,13 +92,14 @@ class Args:
     env_id: str = "Hopper-v5"
     """the id of the environment"""
     total_timesteps: Optional[int] = None
-    """total timesteps of the experiments (paper default per env, see PAPER_ENV_SETTINGS)"""
+    """total timesteps of the experiments (paper: 100000 on Pendulum; 500000 on LunarLander, Reacher; 1000000 on
+    every other env)"""
     learning_rate: float = 1e-3
     """the learning rate of the actor and critic optimizers"""
     buffer_size: Optional[int] = None
-    """the replay memory buffer size (paper default per env)"""
+    """the replay memory buffer size (paper: 200000 on Pendulum, LunarLander; 1000000 on every other env)"""
     gamma: Optional[float] = None
-    """the discount factor gamma (paper default per env)"""
+    """the discount factor gamma (paper: 0.98 on Pendulum, LunarLander; 0.99 on every other env)"""
     tau: float = 0.005
     """target smoothing coefficient"""
     batch_size: int = 256
@@ -119,13 +120,13 @@ class Args:
     """hidden activation of actor and critics (the paper uses SiLU for every method)"""
     # ===== L2C2 begin =====
     l2c2_sigma: Optional[float] = None
-    """L2C2 interpolation scale sigma (1.0 for every env: SPEC's default, the paper has no TD3 L2C2 setting)"""
+    """L2C2 interpolation scale sigma (1.0 for every env: this project's default: the paper has no TD3 L2C2 setting)"""
     l2c2_lambda_d: Optional[float] = None
-    """L2C2 lambda_D (0.1 for every env: SPEC's default, the paper has no TD3 L2C2 setting)"""
+    """L2C2 lambda_D (0.1 for every env: this project's default: the paper has no TD3 L2C2 setting)"""
     l2c2_lambda_u: Optional[float] = None
-    """L2C2 lambda_U, must exceed sigma * lambda_D (10 for every env: SPEC's default)"""
+    """L2C2 lambda_U, must exceed sigma * lambda_D (10 for every env: this project's default)"""
     l2c2_beta: Optional[float] = None
-    """L2C2 beta, the value term's weight relative to the policy term's (0.1 for every env: SPEC's default)"""
+    """L2C2 beta, the value term's weight relative to the policy term's (0.1 for every env: this project's default)"""
     # ===== L2C2 end =====
 
 
