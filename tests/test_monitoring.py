@@ -36,7 +36,8 @@ def test_sps_is_the_learning_phase_rate_over_the_last_minute_and_eta_the_phase_a
             assert progress.sps(step) == 10  # the fast warm-up counts nowhere
     assert progress.sps(2_500) == 5  # the last minute ran at 5 steps/s (a whole-run average would say 12)
     # ETA: 7500 steps left at the learning phase's average, 1500 steps in 200 s, = 1000 s
-    assert progress.line(2_500, clock.now) == "step 2500/10000 (25.0%)  SPS 5 (last 60s)  ETA 16m40s  train return -12.5"
+    assert progress.line(2_500, clock.now) == \
+        "step 2500/10000 (25.0%)  SPS 5 (last 60s)  ETA 16m40s  train return -12.5"
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6  # one every 30 s of the 201 s
     assert lines[0].startswith("step ") and "ETA" in lines[0] and all(line.startswith("step ") for line in lines)

@@ -83,8 +83,8 @@ def test_plot_actions_without_matplotlib_names_the_extra(tiny_runs, tmp_path):
     fake = tmp_path / "missing" / "matplotlib"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
-    done = run_module("cleanrl_pave.evaluation", "--model", tiny_runs["td3_continuous"] / "td3_continuous.cleanrl_model",
-                      "--plot-actions", tmp_path / "a.png", cwd=tmp_path,
+    model = tiny_runs["td3_continuous"] / "td3_continuous.cleanrl_model"
+    done = run_module("cleanrl_pave.evaluation", "--model", model, "--plot-actions", tmp_path / "a.png", cwd=tmp_path,
                       env={"PYTHONPATH": f"{fake.parent}{os.pathsep}{REPO}"})
     assert done.returncode != 0 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
