@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         prog="python -m cleanrl_pave.evaluation",
         description="Return and smoothness (sm) of saved policies of any script: deterministic episodes seeded as "
-                    "in training's evaluation, a table per model, optional videos and action-trace plot.")
+                    "in training's evaluation, one table row per model, optional videos and an action-trace plot.")
     parser.add_argument("--model", action="append", required=True, metavar="[LABEL=]PATH",
                         help="a .cleanrl_model file or checkpoint.pt of any script; repeat to compare models")
-    parser.add_argument("--episodes", type=int, default=10, help="deterministic episodes per model")
+    parser.add_argument("--episodes", type=int, default=10, help="deterministic episodes per model (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help=(f"episode i resets with seed + i for every model (default: each model's training seed + "
                               f"{EVAL_SEED_OFFSET}, the seeds its run evaluated with)"))
