@@ -32,6 +32,7 @@ from benchmark.backends import BackendError, Ended, Job, LocalBackend, RayBacken
 from benchmark.commands import LaunchSettings
 from benchmark.grid import SCRIPTS_DIR, Run, SuiteError, load_suite, parse_overrides, select
 from benchmark.slurm import SlurmOptions, write_job
+from cleanrl_pave.monitoring import format_duration
 
 
 def timestamp() -> str:
@@ -73,6 +74,10 @@ class Runner:
         self.interrupted: list[str] = []
         self.stop_signal: int | None = None
         self.backend = None
+        self.pending: deque[Run] = deque()
+        self.running: dict[str, tuple[Run, float]] = {}  # run name -> (run, start time)
+        self.finished_runs: dict[str, list[tuple[float, float]]] = {}  # script -> (wall s, s per step) per run
+        self.resumed: set[str] = set()  # runs whose current attempt continues a checkpoint
 
     def say(self, event: str, run: Run, detail: str = "") -> None:
         number = f"{self.number[run.name]}/{self.total}"
@@ -87,14 +92,15 @@ class Runner:
             if self.settings.results_path(run).exists():
                 self.skipped.append(run.name)
                 self.state.update(run, status="done", log=str(self.settings.log_path(run)))
+                self.record_speed(run)
             else:
                 pending.append(run)
-        print(f"suite {self.settings.suite}: {self.total} runs, {len(self.skipped)} already done, "
-              f"{len(pending)} to run; output in {self.settings.out}", flush=True)
         # Longest runs first: with a worker pool, that shortens the whole suite.
-        pending = deque(sorted(pending, key=lambda run: -(run.total_timesteps or 0)))
+        pending = self.pending = deque(sorted(pending, key=lambda run: -(run.total_timesteps or 0)))
+        running = self.running
         attempts_left = {run.name: 1 + self.retries for run in pending}
-        running: dict[str, tuple[Run, float]] = {}
+        print(f"suite {self.settings.suite}: {self.total} runs, {len(self.skipped)} already done, "
+              f"{len(pending)} to run; output in {self.settings.out}{self.eta_text()}", flush=True)
         if not pending:
             return self.summary()
 
@@ -132,6 +138,8 @@ class Runner:
     def start(self, run: Run, running: dict) -> None:
         attempt = self.state.runs.get(run.name, {}).get("attempts", 0) + 1
         resuming = self.settings.checkpoint_path(run).exists()
+        if resuming:
+            self.resumed.add(run.name)
         detail = f"attempt {attempt}" + (", resuming from checkpoint" if resuming else "")
         job = Job(run.name, self.settings.script_args(run), str(self.settings.out), self.settings.environment(),
                   str(self.settings.log_path(run)),
@@ -147,7 +155,8 @@ class Runner:
         if ended.returncode == 0 and self.settings.results_path(run).exists():
             self.done.append(run.name)
             self.state.update(run, status="done", returncode=0, duration_s=round(duration, 1))
-            self.say("done", run, f"in {duration:.0f}s")
+            self.record_speed(run, None if run.name in self.resumed else duration)
+            self.say("done", run, f"in {duration:.0f}s{self.eta_text()}")
             return False
         if self.stop_signal is not None:  # a Ctrl-C reaches the runs too: they were interrupted, not failed
             self.interrupted.append(run.name)
@@ -157,10 +166,46 @@ class Runner:
         why = (ended.error or f"exit {ended.returncode}") if ended.returncode != 0 else "exit 0 but no results.json"
         retry = attempts_left > 0
         self.state.update(run, status="failed", returncode=ended.returncode, error=why, duration_s=round(duration, 1))
-        self.say("failed", run, f"{why}, log {log}" + (" (retrying)" if retry else ""))
+        self.say("failed", run, f"{why}, log {log}" + (" (retrying)" if retry else "") + self.eta_text())
         if not retry:
             self.failed[run.name] = f"{why}, log {log}"
         return retry
+
+    def record_speed(self, run: Run, duration: float | None = None) -> None:
+        """Remember a finished run's wall time and seconds per env step for the suite ETA: `duration`, the whole
+        process as the runner timed it, for a run done in one attempt here, else its results.json's training time."""
+        try:
+            results = json.loads(self.settings.results_path(run).read_text())
+            wall_time = float(results["wall_time_s"]) if duration is None else duration
+            speed = (wall_time, wall_time / int(results["global_step"]))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            return
+        self.finished_runs.setdefault(run.script, []).append(speed)
+
+    def suite_eta(self) -> float | None:
+        """Seconds until the runs left are done: each run left takes its steps times the mean seconds per step of
+        the finished runs of its script (of all scripts if none finished yet; their mean wall time for a run
+        without a step count), less what a running run has done, shared by the workers. None before any run
+        has finished."""
+        if not self.finished_runs:
+            return None
+        every_run = [speed for speeds in self.finished_runs.values() for speed in speeds]
+
+        def expected_seconds(run: Run) -> float:
+            speeds = self.finished_runs.get(run.script, every_run)
+            if run.total_timesteps is None:
+                return sum(wall for wall, _ in speeds) / len(speeds)
+            return run.total_timesteps * sum(per_step for _, per_step in speeds) / len(speeds)
+
+        now = time.monotonic()
+        left = [expected_seconds(run) for run in self.pending]
+        left += [max(expected_seconds(run) - (now - started), 0.0) for run, started in self.running.values()]
+        workers = self.workers or max(len(self.running), 1)
+        return max(sum(left) / workers, max(left, default=0.0))
+
+    def eta_text(self) -> str:
+        eta = self.suite_eta() if self.pending or self.running else None
+        return "" if eta is None else f"; suite ETA {format_duration(eta)}"
 
     def summary(self) -> int:
         print(f"\nsuite {self.settings.suite}: {self.total} runs: {len(self.done)} done, {len(self.skipped)} skipped "

@@ -11,7 +11,9 @@ import glob
 import importlib
 import json
 import os
+import pickle
 import random
+import re
 import tempfile
 
 import numpy as np
@@ -20,7 +22,7 @@ import torch
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
     """Write through `write(file)` into a temporary file beside `path`, then rename it over `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -40,12 +42,12 @@ def _atomic_write(path: str, write) -> None:
 
 def atomic_torch_save(obj, path: str) -> None:
     """torch.save that leaves either the old file or the complete new one, never a partial file."""
-    _atomic_write(path, lambda file: torch.save(obj, file))
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def atomic_write_json(path: str, obj) -> None:
     """json.dump with the same all-or-nothing guarantee as `atomic_torch_save`."""
-    _atomic_write(path, lambda file: file.write(json.dumps(obj, indent=2).encode()))
+    atomic_write(path, lambda file: file.write(json.dumps(obj, indent=2).encode()))
 
 
 def jsonable(config: dict) -> dict:
@@ -54,10 +56,12 @@ def jsonable(config: dict) -> dict:
 
 
 def rng_state(numpy_rng: np.random.Generator, torch_generator: torch.Generator) -> dict:
-    """Every random state a script draws from: Python, NumPy, torch global, and the script's own generators."""
+    """Every random state a script draws from: Python, NumPy, torch global, and the script's own generators, as
+    tensors and plain types only, so that checkpoints load with `torch.load(weights_only=True)`."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), position, has_gauss, cached_gaussian),
         "torch": torch.get_rng_state(),
         "numpy_rng": numpy_rng.bit_generator.state,
         "torch_generator": torch_generator.get_state(),
@@ -67,7 +71,8 @@ def rng_state(numpy_rng: np.random.Generator, torch_generator: torch.Generator) 
 def restore_rng_state(state: dict, numpy_rng: np.random.Generator, torch_generator: torch.Generator) -> None:
     """Inverse of `rng_state`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     numpy_rng.bit_generator.state = state["numpy_rng"]
     torch_generator.set_state(state["torch_generator"])
@@ -80,9 +85,39 @@ def find_resumable_run(env_id: str, exp_name: str, seed: int, runs_dir: str = "r
     return os.path.basename(os.path.dirname(candidates[-1])) if candidates else None
 
 
+def load_file(path: str, map_location="cpu"):
+    """`torch.load(path, weights_only=True)`: tensors and plain types only, so that opening someone else's file
+    cannot run code. Any failure stops with one line naming the file and what is wrong with it."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: no such file: {path}")
+    if os.path.getsize(path) == 0:
+        raise SystemExit(f"error: {path} is empty (0 bytes)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if found:
+            raise SystemExit(f"error: {path} holds objects other than tensors and plain types ({found[1]}); "
+                             "not loaded, since unpickling them could run code") from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        raise SystemExit(f"error: {path} is not a PyTorch file, or is corrupt "
+                         f"({reason[1] if reason else first_line(error)})") from None
+    except Exception as error:  # torch.load raises many types for damaged files: EOFError, RuntimeError, OSError...
+        with open(path, "rb") as file:
+            is_zip = file.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        what = "is truncated or corrupt" if is_zip else "is not a PyTorch file, or is corrupt"
+        raise SystemExit(f"error: {path} {what} ({type(error).__name__}: {first_line(error)})") from None
+
+
+def first_line(error: BaseException) -> str:
+    """The first sentence of an error message, for one-line errors."""
+    lines = str(error).strip().splitlines()
+    return re.split(r"(?<=\.)\s", lines[0])[0][:200] if lines else "no message"
+
+
 def load_checkpoint(path: str, script: str, env_id: str, map_location="cpu") -> dict:
     """Load a checkpoint for `script` on `env_id`, refusing one written by another script or for another env."""
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    payload = load_file(path, map_location)
     if not isinstance(payload, dict) or "script" not in payload:
         raise SystemExit(f"error: {path} is not a cleanrl_pave checkpoint")
     if payload["script"] != script:
@@ -99,13 +134,23 @@ def load_agent(path: str, map_location="cpu"):
     """
     if not os.path.isfile(path):
         raise SystemExit(f"error: no such model file: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(payload, dict) or not {"script", "args", "actor", "qf"} <= payload.keys():
+    payload = load_file(path, map_location)
+    if not isinstance(payload, dict) or not {"script", "args", "obs_dim", "act_dim", "actor", "qf"} <= payload.keys() \
+            or not isinstance(payload["script"], str) or not isinstance(payload["args"], dict):
         raise SystemExit(f"error: {path} is not a cleanrl_pave model or checkpoint")
-    module = importlib.import_module(f"cleanrl_pave.{payload['script']}")
+    try:
+        module = importlib.import_module(f"cleanrl_pave.{payload['script']}")
+    except ImportError:
+        module = None
+    if not hasattr(module, "make_agent"):
+        raise SystemExit(f"error: {path} names script {payload['script']!r}, which is not a cleanrl_pave script")
     known_fields = {field.name for field in dataclasses.fields(module.Args)}
     args = module.Args(**{key: value for key, value in payload["args"].items() if key in known_fields})
     actor, qf = module.make_agent(args, payload["obs_dim"], payload["act_dim"])
-    actor.load_state_dict(payload["actor"])
-    qf.load_state_dict(payload["qf"])
+    try:
+        actor.load_state_dict(payload["actor"])
+        qf.load_state_dict(payload["qf"])
+    except RuntimeError as error:
+        raise SystemExit(f"error: {path}: its networks do not fit {payload['script']}.py ({first_line(error)})") \
+            from None
     return module, args, actor.eval(), qf.eval(), payload

@@ -36,6 +36,7 @@ from cleanrl_pave.checkpointing import (
 from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
 from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+from cleanrl_pave.monitoring import Progress, WandbVideos
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
@@ -77,6 +78,8 @@ class Args:
     """save a checkpoint every this many env steps (0: never)"""
     log_freq: int = 100
     """log losses and SPS every this many env steps"""
+    progress_interval: float = 10.0
+    """print a progress line (step, SPS, ETA, latest training return) every this many seconds (0: never)"""
     eval_freq: int = 10_000
     """evaluate the deterministic policy every this many env steps (0: only at the end)"""
     eval_episodes: int = 10
@@ -139,7 +142,7 @@ def resolve_args(args: Args) -> Args:
                  "gradient_steps", "threads"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "geometry_freq"):
+    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "geometry_freq", "progress_interval"):
         if getattr(args, name) < 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
     if args.log_freq % args.train_freq:
@@ -350,7 +353,6 @@ def main(args: Args) -> dict:
             name=run_name,
             id=hashlib.sha1(run_name.encode()).hexdigest()[:16],  # stable, so a resumed run continues the same one
             resume="allow",
-            monitor_gym=True,
             save_code=True,
         )
     # purge_step drops events a killed run logged after its checkpoint, so the resumed curve continues cleanly
@@ -429,6 +431,8 @@ def main(args: Args) -> dict:
 
     nonfinite_guard = NonFiniteGuard(start_step)
     start_time = time.time()
+    progress = Progress(args.total_timesteps, start_step, args.learning_starts, args.progress_interval)
+    videos = WandbVideos(f"videos/{run_name}") if args.track and args.capture_video else None
     # TRY NOT TO MODIFY: start the game (a resumed run starts a fresh episode, seeded by its step)
     obs, _ = env.reset(seed=args.seed + start_step)
     for global_step in range(start_step + 1, args.total_timesteps + 1):
@@ -446,6 +450,9 @@ def main(args: Args) -> dict:
         if "episode" in info:
             writer.add_scalar("charts/episodic_return", info["episode"]["r"], global_step)
             writer.add_scalar("charts/episodic_length", info["episode"]["l"], global_step)
+            progress.record_return(info["episode"]["r"])
+            if videos:
+                videos.log_new(global_step)
 
         # TRY NOT TO MODIFY: store the true next obs; only termination (not time-limit truncation) stops bootstrapping
         rb.add(obs=obs, actions=action, rewards=reward, next_obs=next_obs, dones=terminated)
@@ -493,8 +500,7 @@ def main(args: Args) -> dict:
                 writer.add_scalar("losses/caps_spatial", caps_spatial.item(), global_step)
                 # ===== CAPS end =====
                 writer.add_scalar("losses/alpha", args.alpha, global_step)
-                writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)),
-                                  global_step)
+                writer.add_scalar("charts/SPS", progress.sps(global_step), global_step)
 
         if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
             evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
@@ -504,7 +510,7 @@ def main(args: Args) -> dict:
             writer.add_scalar("eval/episodic_return", summary["return_mean"], global_step)
             writer.add_scalar("eval/smoothness", summary["smoothness_mean"], global_step)
             writer.add_scalar("eval/action_change", summary["action_change_mean"], global_step)
-            sps = int((global_step - start_step) / (time.time() - start_time))
+            sps = progress.sps(global_step)
             print(f"step {global_step}/{args.total_timesteps}  eval return {summary['return_mean']:.2f} "
                   f"+- {summary['return_std']:.2f}  smoothness {summary['smoothness_mean']:.4f}  SPS {sps}")
 
@@ -524,6 +530,7 @@ def main(args: Args) -> dict:
 
         if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
             atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
+        progress.step(global_step)
 
     if start_step >= args.total_timesteps:  # resumed from a checkpoint of the last step: the loop did not run
         summary = summarize(evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET))
@@ -540,10 +547,13 @@ def main(args: Args) -> dict:
         final_eval=summary, eval_history=eval_history,
     )
     env.close()
+    if videos:
+        videos.log_new(args.total_timesteps)
     eval_env.close()
     writer.close()
     if args.track:
         wandb.finish()
+    progress.finish(run_dir)
     return results
 
 

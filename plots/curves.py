@@ -12,18 +12,28 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
     # Run as `python plots/curves.py`: put the repository root on the path so `plots.*` imports resolve.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pandas as pd
-from matplotlib.figure import Figure  # pyplot-free figures render with Agg and hold no global state
+try:
+    import pandas as pd
+    from matplotlib.figure import Figure  # pyplot-free figures render with Agg and hold no global state
+except ImportError as error:  # the [plot] extra is missing: say so in one line, as the scripts do for box2d
+    sys.exit(f"error: {Path(__file__).name} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({error})")
 
 from plots.loader import CURVE_RETURN, CURVE_SMOOTHNESS, PlotInputError, load_runs, one_run_per_seed
 from plots.tables import BACKBONE_ORDER, ENV_ORDER, METHOD_ORDER, in_paper_order, suite_layout
 
+# How legends name methods (tagged benchmark cells keep their tag: "PAVE [mpr+vfc]").
+METHOD_LABELS = {
+    "base": "base", "pave": "PAVE", "caps": "CAPS", "grad": "GRAD", "asap": "ASAP", "l2c2": "L2C2",
+    "lipsnet": "LipsNet", "sn_critic": "SN-Critic", "gp_critic": "GP-Critic", "caps_pave": "CAPS + PAVE",
+    "pave_lipsnet": "PAVE + LipsNet",
+}
 # metric -> file-name part and y-axis label
 CURVE_METRICS = {
     CURVE_RETURN: ("return", "evaluation return"),
@@ -68,6 +78,12 @@ def plot_curves(df: pd.DataFrame, out_prefix, metrics=tuple(CURVE_METRICS), suit
     return written
 
 
+def line_label(backbone: str, method: str) -> str:
+    """A legend entry: the backbone and the method as the paper writes them, e.g. "TD3 PAVE", "SAC PAVE [vfc]"."""
+    name, bracket, tag = method.partition("[")
+    return f"{backbone.upper()} {METHOD_LABELS.get(name, name)}" + (f" [{tag}" if bracket else "")
+
+
 def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
     envs = in_paper_order(summary["env"].unique(), ENV_ORDER)
     lines = [
@@ -77,7 +93,6 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
     ]
     # Colours follow the line, not the panel, so a method looks the same in every env.
     colors = {line: f"C{index % 10}" for index, line in enumerate(lines)}
-    several_backbones = len({backbone for backbone, _ in lines}) > 1
     columns = min(3, len(envs))
     rows = math.ceil(len(envs) / columns)
     # at least 6 inches wide, so a one-env figure still has room for its title
@@ -91,7 +106,7 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
                 continue
             steps = curve["step"].to_numpy(dtype=float)
             mean, std = curve["mean"].to_numpy(dtype=float), curve["std"].to_numpy(dtype=float)
-            axis.plot(steps, mean, color=colors[line], label="/".join(line) if several_backbones else line[1])
+            axis.plot(steps, mean, color=colors[line], marker="o", markersize=3, label=line_label(*line))
             axis.fill_between(steps, mean - std, mean + std, color=colors[line], alpha=0.2, linewidth=0)
         axis.set_title(env)
         axis.set_xlabel("env steps")
@@ -104,7 +119,9 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
         for handle, label in zip(*axis.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 6))
-    figure.suptitle(f"{ylabel}: mean ± std over seeds")
+    low, high = int(summary["n_seeds"].min()), int(summary["n_seeds"].max())
+    seeds = f"{low} seed" if low == high == 1 else f"{low} seeds" if low == high else f"{low}-{high} seeds"
+    figure.suptitle(f"{ylabel}: mean ± std over {seeds}")
     return figure
 
 
@@ -116,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--suite", help="only the runs of this benchmark suite (benchmark/suites/<name>.json)")
     parser.add_argument("--out", default="figures/curves", help="output prefix (default: figures/curves)")
     args = parser.parse_args(argv)
+    warnings.formatwarning = lambda message, *_: f"warning: {message}\n"  # one line, without the source line
     inputs = [*args.runs, *args.wandb_csv]
     if not inputs and not args.wandb_project:
         parser.error("give at least one of --runs, --wandb-csv, --wandb-project")

@@ -47,9 +47,13 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure  # pyplot-free: rendered by Agg, no global figure state
-from matplotlib.ticker import MaxNLocator
+
+try:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # pyplot-free: rendered by Agg, no global figure state
+    from matplotlib.ticker import MaxNLocator
+except ImportError as error:  # the [plot] extra is missing: say so in one line, as the scripts do for box2d
+    sys.exit(f"error: {Path(__file__).name} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({error})")
 
 from cleanrl_pave.checkpointing import atomic_write_json, load_agent
 from cleanrl_pave.critic_geometry import mixed_hessian, rollout_observations, spectral_norms

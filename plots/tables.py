@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,11 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
-import pandas as pd
+
+try:
+    import pandas as pd
+except ImportError as error:  # the [plot] extra is missing: say so in one line, as the scripts do for box2d
+    sys.exit(f"error: {Path(__file__).name} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({error})")
 
 from plots.loader import (
     GEOMETRY_METRICS,
@@ -59,6 +64,11 @@ METHOD_ORDER = (
     "base", "caps", "grad", "asap", "l2c2", "lipsnet", "sn_critic", "gp_critic", "pave", "caps_pave", "pave_lipsnet",
 )
 BACKBONE_ORDER = ("td3", "sac")
+# Training steps of the paper's runs per env (its Tables 7-8; the scripts' defaults, which a test keeps equal).
+PAPER_TRAINING_STEPS = {
+    "Pendulum-v1": 100_000, "LunarLanderContinuous-v3": 500_000, "Reacher-v5": 500_000,
+    "Ant-v5": 1_000_000, "Hopper-v5": 1_000_000, "Walker2d-v5": 1_000_000, "Humanoid-v5": 1_000_000,
+}
 # Paper tables (the `table` column of paper_results.csv) searched, first match wins, for a value: per benchmark
 # suite, and without a suite.
 SUITE_PAPER_TABLES = {
@@ -200,6 +210,8 @@ def make_table(
         where = f" for suite {suite}" if suite else ""
         raise PlotInputError(f"no {'/'.join(metrics)} values among the loaded runs{where}")
     paper = load_paper_results(paper_csv) if compare_paper else None
+    if compare_paper:
+        warn_about_training_steps(layout.keep(df) if layout else df, metrics)
     paper_tables = SUITE_PAPER_TABLES.get(suite, ()) if suite else PAPER_TABLE_PRIORITY
     backbones = tuple(layout.methods) if layout else in_paper_order(summary["backbone"].unique(), BACKBONE_ORDER)
     blocks = []
@@ -218,6 +230,16 @@ def load_paper_results(path: Path = PAPER_CSV) -> pd.DataFrame:
         raise PlotInputError(f"no paper results file at {path}")
     paper = pd.read_csv(path, dtype={"table": str, "backbone": str, "env_id": str, "method": str, "metric": str, "note": str})
     return paper.assign(note=paper["note"].fillna(""))
+
+
+def warn_about_training_steps(df: pd.DataFrame, metrics) -> None:
+    """Warn, per env, when runs compared with the paper trained for other step counts than the paper's runs."""
+    rows = df[df["metric"].isin(metrics) & df["env"].isin(PAPER_TRAINING_STEPS)].dropna(subset=["step"])
+    for env, steps in rows.groupby("env")["step"]:
+        other = sorted({int(step) for step in steps} - {PAPER_TRAINING_STEPS[env]})
+        if other:
+            warnings.warn(f"{env}: runs of {', '.join(f'{step:,}' for step in other)} steps are compared with the "
+                          f"paper's {PAPER_TRAINING_STEPS[env]:,}-step runs")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -405,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare-paper", action="store_true", help="put the paper's values and ours - paper beside each method")
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
     args = parser.parse_args(argv)
+    warnings.formatwarning = lambda message, *_: f"warning: {message}\n"  # one line, without the source line
     inputs = [*args.runs, *args.wandb_csv, *args.geometry]
     if not inputs and not args.wandb_project:
         parser.error("give at least one of --runs, --wandb-csv, --wandb-project, --geometry")

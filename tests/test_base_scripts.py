@@ -3,6 +3,7 @@
 import importlib
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -213,18 +214,47 @@ def test_importing_a_script_does_not_train(tmp_path):
     assert result.stdout == "" and not (tmp_path / "runs").exists()
 
 
-def test_wandb_offline_tracking(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    module = importlib.import_module("cleanrl_pave.td3_continuous")
-    module.main(module.Args(env_id="Pendulum-v1", total_timesteps=250, learning_starts=100, hidden_sizes=(32, 32),
-                            eval_freq=0, eval_episodes=1, run_name="tracked", track=True, wandb_group="tests"))
+def test_wandb_offline_tracking_uploads_the_videos(tmp_path):
+    # wandb's monitor_gym patch broke gymnasium 1.x's RecordVideo (exit 1 at env.close()); the scripts log the files
+    result = run_script("td3_continuous", "--env-id", "Pendulum-v1", "--total-timesteps", "450", "--learning-starts",
+                        "100", "--eval-freq", "0", "--run-name", "tracked", "--track", "--wandb-group", "tests",
+                        "--capture-video", *TINY, cwd=tmp_path,
+                        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
+    assert result.returncode == 0, result.stderr
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds no W&B data file"
     assert (tmp_path / "runs/tracked/results.json").exists()
+    recorded = sorted((tmp_path / "videos/tracked").glob("*.mp4"))  # episodes 0 and 1 (RecordVideo's schedule)
+    uploaded = sorted((runs[0] / "files/media/videos").glob("*.mp4"))
+    assert len(recorded) == 2 and len(uploaded) == len(recorded)
+    assert sorted(path.stat().st_size for path in uploaded) == sorted(path.stat().st_size for path in recorded)
+
+
+def test_progress_lines_and_charts_sps_measure_the_learning_phase(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module("cleanrl_pave.td3_continuous")
+    learning_starts, total = 2000, 2600
+    module.main(module.Args(env_id="Pendulum-v1", total_timesteps=total, learning_starts=learning_starts,
+                            hidden_sizes=(32, 32), eval_freq=0, eval_episodes=1, run_name="progress",
+                            progress_interval=0.05))
+    lines = capsys.readouterr().out.splitlines()
+    learning = [line for line in lines if re.fullmatch(
+        r"step (\d+)/2600 \(\d+\.\d%\)  SPS \d+ \(last \d+s\)  ETA \d+s  train return -?\d+\.\d", line)]
+    assert learning, "no learning-phase progress line with an ETA:\n" + "\n".join(lines)
+    assert any(line.startswith("step ") and "warm-up SPS" in line for line in lines)
+    assert lines[-1].startswith("done in ") and \
+        lines[-1].endswith(": run directory runs/progress, results runs/progress/results.json")
+    # charts/SPS against the event files' own clock: steps since learning started over the seconds since then
+    # (the episode that ends at step 2000 is logged when learning starts); a run-long average counts the warm-up
+    logged = scalars(tmp_path / "runs/progress")
+    learning_started = next(event.wall_time for event in logged["charts/episodic_return"]
+                            if event.step == learning_starts)
+    sps = logged["charts/SPS"]
+    assert [event.step for event in sps] == list(range(learning_starts + 100, total + 1, 100))
+    for event in sps:
+        measured = (event.step - learning_starts) / (event.wall_time - learning_started)
+        assert event.value == pytest.approx(measured, rel=0.1), (event.step, event.value, measured)
 
 
 @pytest.mark.parametrize("script", BASES)

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -218,6 +219,9 @@ def test_local_suite_runs_then_skips_everything(tmp_path, tiny_suite):
     first = benchmark("--suite", tiny_suite, "--out", out, "--workers", 2)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "4 done, 0 skipped" in first.stdout
+    done_lines = [line for line in first.stdout.splitlines() if "] done " in line]
+    assert len(done_lines) == 4 and all(re.search(r"in \d+s; suite ETA \d+s$", line) for line in done_lines[:3])
+    assert "ETA" not in done_lines[3]  # nothing left
     for name in TINY_RUNS:
         run_results = json.loads(results(out, name).read_text())
         assert run_results["run_name"] == name and run_results["global_step"] == 300
@@ -267,6 +271,32 @@ def check_tables_and_curves(out: Path, tmp_path: Path) -> None:
                              r["env_id"], r["exp_name"], r["seed"], repr(r["eval"]["return_mean"]),
                              repr(r["eval"]["smoothness_mean"]), r["global_step"]])
     assert make_table(load_runs(export)) == make_table(local)
+
+
+def test_suite_eta_from_the_finished_runs_seconds_per_step(tmp_path):
+    from benchmark.commands import LaunchSettings
+    from benchmark.grid import Run
+    from benchmark.run import Runner
+
+    def run(script: str, steps: int, seed: int) -> Run:
+        return Run(f"Pendulum-v1__{script}__{seed}", "Pendulum-v1", script, seed, "", {"total-timesteps": steps})
+
+    settings = LaunchSettings(suite="eta", out=tmp_path)
+    finished = [run("td3_continuous", 1000, 1), run("td3_pave_continuous", 1000, 1)]
+    for done, wall_time in zip(finished, (100.0, 400.0)):  # 0.1 and 0.4 s per step
+        settings.results_path(done).parent.mkdir(parents=True)
+        settings.results_path(done).write_text(json.dumps({"wall_time_s": wall_time, "global_step": 1000}))
+    left = [run("td3_continuous", 2000, 2), run("td3_pave_continuous", 1000, 2), run("sac_continuous", 1000, 1)]
+    runner = Runner(finished + left, settings, make_backend=None, workers=2, retries=0)
+    assert runner.suite_eta() is None  # nothing has finished yet
+    for done in finished:
+        runner.record_speed(done)
+    runner.pending.extend(left[1:])
+    runner.running[left[0].name] = (left[0], time.monotonic() - 30.0)
+    # td3 base 2000 x 0.1 s - 30 s done, pave 1000 x 0.4 s, sac (no finished run) 1000 x mean(0.1, 0.4): on 2 workers
+    assert runner.suite_eta() == pytest.approx((170.0 + 400.0 + 250.0) / 2, abs=0.5)
+    runner.workers = 4
+    assert runner.suite_eta() == pytest.approx(400.0, abs=0.5)  # never less than the longest run left
 
 
 def test_failed_run_is_retried_reported_and_fails_the_runner(tmp_path):

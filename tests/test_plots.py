@@ -6,6 +6,7 @@ values), and every expectation is computed here from those raw numbers with nump
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import types
@@ -19,9 +20,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # plots/ is not part of the installed cleanrl_pave package
 
-from plots.curves import curve_summary, plot_curves  # noqa: E402
+from plots.curves import _figure, curve_summary, plot_curves  # noqa: E402
 from plots.loader import TIDY_COLUMNS, PlotInputError, load_runs, load_wandb_api, parse_run_name, parse_script  # noqa: E402
-from plots.tables import make_table, summarize  # noqa: E402
+from plots.tables import PAPER_TRAINING_STEPS, make_table, summarize  # noqa: E402
 
 ENVS = ("Pendulum-v1", "Hopper-v5")
 SCRIPTS = {"td3_continuous": "base", "td3_caps_continuous": "caps", "td3_pave_continuous": "pave"}
@@ -300,6 +301,29 @@ def test_compare_paper_difference(runs_dir):
     assert paper["note"] in text  # the paper's std convention is stated
 
 
+def test_compare_paper_warns_when_runs_trained_for_other_step_counts(runs_dir, tmp_path):
+    with pytest.warns(UserWarning) as caught:
+        make_table(load_runs(runs_dir), compare_paper=True)
+    assert sorted(str(warning.message) for warning in caught) == [
+        "Hopper-v5: runs of 3,000 steps are compared with the paper's 1,000,000-step runs",
+        "Pendulum-v1: runs of 3,000 steps are compared with the paper's 100,000-step runs"]
+    paper_length = tmp_path / "runs"
+    for seed in SEEDS:
+        write_run(paper_length, make_results("Pendulum-v1", "td3_pave_continuous", seed) | {"global_step": 100_000},
+                  with_events=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the paper's step count: nothing to warn about
+        make_table(load_runs(paper_length), compare_paper=True)
+        make_table(load_runs(runs_dir))  # no comparison, no warning
+
+
+@pytest.mark.parametrize("script", ["td3_continuous", "sac_continuous"])
+def test_paper_training_steps_are_the_scripts_defaults(script):
+    module = __import__(f"cleanrl_pave.{script}", fromlist=["Args"])
+    for env, steps in PAPER_TRAINING_STEPS.items():
+        assert module.resolve_args(module.Args(env_id=env)).total_timesteps == steps, env
+
+
 def paper_row(table: str, env: str, method: str, metric: str) -> dict:
     with open(REPO / "plots" / "paper_results.csv", newline="") as file:
         return next(
@@ -389,6 +413,21 @@ def test_curves_write_png_and_pdf(runs_dir, tmp_path):
     for path in written:
         head = path.read_bytes()[:8]
         assert head.startswith(b"\x89PNG" if path.suffix == ".png" else b"%PDF"), path
+
+
+def test_curve_legend_names_backbone_and_method_title_the_seeds_markers_the_evaluations(runs_dir):
+    df = load_runs(runs_dir)
+    figure = _figure(curve_summary(df, "eval/episodic_return"), "eval/episodic_return", "evaluation return")
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["TD3 base", "TD3 CAPS", "TD3 PAVE"]
+    assert figure.get_suptitle() == "evaluation return: mean ± std over 3 seeds"
+    curves = [line for axis in figure.axes for line in axis.get_lines()]
+    assert len(curves) == len(ENVS) * len(SCRIPTS)
+    assert all(line.get_marker() == "o" and list(line.get_xdata()) == [1000, 2000, TOTAL_STEPS] for line in curves)
+    sac = df.assign(backbone="sac", method=df["method"].replace({"pave": "pave[vfc]"}))
+    both = _figure(curve_summary(pd.concat([df, sac[sac["seed"] < 3]]), "eval/smoothness"), "eval/smoothness", "sm")
+    assert [text.get_text() for text in both.legends[0].get_texts()] == [
+        "TD3 base", "TD3 CAPS", "TD3 PAVE", "SAC base", "SAC CAPS", "SAC PAVE [vfc]"]
+    assert both.get_suptitle() == "sm: mean ± std over 2-3 seeds"
 
 
 def test_curve_mean_and_std_over_seeds(runs_dir):
@@ -503,6 +542,8 @@ def test_tables_cli(runs_dir, tmp_path):
     out = tmp_path / "table.tex"
     done = run_cli("tables.py", "--runs", str(runs_dir), "--format", "latex", "--compare-paper", "--out", str(out))
     assert done.returncode == 0, done.stderr
+    assert "warning: Pendulum-v1: runs of 3,000 steps are compared with the paper's 100,000-step runs" in \
+        done.stderr.splitlines()
     text = out.read_text()
     assert "\\textbf{" in text and "\\underline{" in text and "\\begin{tabular}" in text
 
@@ -515,3 +556,16 @@ def test_curves_cli(runs_dir, tmp_path):
     done = run_cli("curves.py", "--runs", str(runs_dir), "--out", str(tmp_path / "curves"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "curves_return.pdf").is_file() and (tmp_path / "curves_smoothness.png").is_file()
+
+
+@pytest.mark.parametrize("script, module", [("tables.py", "pandas"), ("curves.py", "pandas"),
+                                            ("curves.py", "matplotlib"), ("hessian_surface.py", "matplotlib")])
+def test_without_the_plot_extra_a_cli_names_it_in_one_line(script, module, tmp_path):
+    fake = tmp_path / "missing" / module
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"raise ImportError('{module} is not installed')\n")
+    done = subprocess.run([sys.executable, str(REPO / "plots" / script), "--help"], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(fake.parent)})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {script} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({module} is not installed)"]
