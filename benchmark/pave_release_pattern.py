@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:
 from cleanrl_pave.compiling import compile_with_fallback  # noqa: E402 (after the path set-up above)
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard  # noqa: E402
 
-# Hopper-v5 dims and the paper's Hopper PAVE weights per backbone (SPEC sections 2 and 4)
+# Hopper-v5 dims and the paper's Hopper PAVE weights per backbone (README: The backbones; paper Tables 7-8)
 OBS_DIM, ACT_DIM = 11, 3
 SETTINGS = {
     "td3": {"hidden": (400, 300), "batch": 256, "td_scale": 1.0, "weights": (0.1, 0.005, 0.5)},

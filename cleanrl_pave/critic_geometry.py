@@ -1,4 +1,4 @@
-"""Exact critic geometry (SPEC section 6): input derivatives of a critic and the paper's geometry metrics.
+"""Exact critic geometry (README: Critic geometry): input derivatives of a critic and the paper's geometry metrics.
 
 Library use works on ANY critic given as a callable `q(obs (B, d_s), actions (B, d_a)) -> values (B,) or (B, 1)`:
 
@@ -26,7 +26,7 @@ Command line, on a saved model or checkpoint of any script:
 
 rolls out the deterministic policy (episode i reset with seed + i; default seed = training seed + 10,000, the
 evaluation env's convention), evaluates Q1 at (s, pi(s)) in the SCALED action space [-1, 1] the critic was
-trained on (SPEC section 7 item 1), prints a table and writes the metrics to a JSON file.
+trained on (README: Deliberate differences, item 1), prints a table and writes the metrics to a JSON file.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ CHUNK_SIZE = 4096
 measurable cost in speed."""
 
 TRACE_THRESHOLD = -1.0
-"""The concavity (trace) rate counts states with tr(d2Q/da2) below this value (SPEC section 6)."""
+"""The concavity (trace) rate counts states with tr(d2Q/da2) below this value (README: Critic geometry)."""
 
 METRIC_KEYS = ("M_sup", "M_mean", "ndef_rate", "trace_rate", "cos_mean", "flip_rate")
 
@@ -150,7 +150,7 @@ def consecutive_cosines(gradients: torch.Tensor) -> torch.Tensor:
 
 
 def summarize_geometry(derivatives: CriticDerivatives, episode_lengths: list[int]) -> dict[str, float]:
-    """The SPEC section 6 metrics of derivatives taken along episodes stored back to back.
+    """The README: Critic geometry metrics of derivatives taken along episodes stored back to back.
 
     Cosines are taken within each episode only (never across a boundary) and pooled over episodes;
     cos_mean and flip_rate are NaN when no episode has two steps."""
@@ -170,7 +170,7 @@ def summarize_geometry(derivatives: CriticDerivatives, episode_lengths: list[int
 
 def geometry_metrics(q1: Critic, actor: Callable[[torch.Tensor], torch.Tensor],
                      episodes_obs: list[torch.Tensor]) -> dict[str, float]:
-    """Geometry of critic `q1` at (s, actor(s)) over the states of some episodes (SPEC section 6).
+    """Geometry of critic `q1` at (s, actor(s)) over the states of some episodes (README: Critic geometry).
 
     q1(obs, actions) -> (B,) is the first critic, actor(obs) -> (B, d_a) the deterministic action in the
     scaled space, episodes_obs one (T_i, d_s) tensor per episode, on the networks' device. Returns M_sup,
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         prog="python -m cleanrl_pave.critic_geometry",
         description="Exact critic geometry (M_sup, NDef, trace and gradient-cosine rates) of a saved model "
-                    "along its deterministic rollouts (SPEC section 6).")
+                    "along its deterministic rollouts (README: Critic geometry).")
     parser.add_argument("--model", required=True, help="a .cleanrl_model file or checkpoint.pt of any script")
     parser.add_argument("--episodes", type=int, default=10, help="number of deterministic rollout episodes")
     parser.add_argument("--seed", type=int, default=None,

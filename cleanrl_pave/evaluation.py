@@ -1,6 +1,7 @@
 """Deterministic evaluation, the spectral smoothness score and the results.json every script writes.
 
-Shared by all training scripts so that every method is measured by exactly the same code (SPEC section 5).
+Shared by all training scripts so that every method is measured by exactly the same code (README: Evaluation and
+smoothness).
 As a command line it evaluates saved policies of any script side by side:
 
     python -m cleanrl_pave.evaluation --model base=runs/A/td3_continuous.cleanrl_model \

@@ -1,10 +1,10 @@
 # ===== ASAP begin =====
 # ASAP on SAC (Kwak & Hwang, AAAI 2026, "Enhancing Control Policy Smoothness by Aligning Actions with Predictions
-# from Preceding States"; SPEC section 3): the actor gets a next-action predictor head P on its trunk, and the actor
+# from Preceding States"; README: Baselines): the actor gets a next-action predictor head P on its trunk, and the actor
 # loss gains a Grad-CAPS temporal term, a spatial term pulling pi(s') toward P_targ(s) (P of a Polyak copy of the
 # actor) and the predictor's own regression loss. The replay buffer also stores s_{t-1} (never across episodes).
 # ===== ASAP end =====
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 import copy
@@ -310,8 +310,8 @@ class ReplayBuffer:
 
 
 # ===== ASAP begin =====
-# The release's per-env ASAP weights for SAC (paper Table 8; SPEC section 4), not TD3's; an env not listed gets SPEC
-# section 4's defaults for unlisted envs, 2.0 / 0.3 / 0.05 (TD3-sized: no SAC default is given).
+# The release's per-env ASAP weights for SAC (paper Table 8), not TD3's; an env not listed gets the defaults for
+# unlisted envs, 2.0 / 0.3 / 0.05 (TD3-sized: no SAC default is given).
 ASAP_DEFAULT_WEIGHTS = {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05}
 ASAP_ENV_WEIGHTS = {
     "Ant-v5": {"lam_p": 2.0, "lam_s": 30.0, "lam_t": 0.5},
@@ -347,7 +347,7 @@ def grad_caps_penalty(prev_actions: torch.Tensor, actions: torch.Tensor, next_ac
 
 
 def asap_losses(actor: Actor, actor_copy: Actor, data: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ASAP's three actor terms (SPEC section 3), with pi the action head and P the predictor head of `actor`, and
+    """ASAP's three actor terms (README: Baselines), with pi the action head and P the predictor head of `actor`, and
     P_targ the predictor head of `actor_copy`, its Polyak copy:
     temporal = grad_caps_penalty(pi(s_{t-1}), pi(s_t), pi(s_{t+1})), the Grad-CAPS term;
     spatial = 0.5 * MSE(pi(s'), sg(P_targ(s))): the next action is pulled toward the one predicted from s;
@@ -531,7 +531,7 @@ def main(args: Args) -> dict:
         obs = env.reset()[0] if terminated or truncated else next_obs
         # ===== ASAP begin =====
         if terminated or truncated:
-            prev_obs = obs  # a new episode starts: its first step is its own predecessor (SPEC section 7)
+            prev_obs = obs  # a new episode starts: its first step is its own predecessor (README: Deliberate diff.)
         # ===== ASAP end =====
 
         # ALGO LOGIC: training.

@@ -1,9 +1,9 @@
 # ===== CAPS begin =====
 # CAPS on SAC (Mysore et al. 2021, "Regularizing Action Policies for Smooth Control with Reinforcement Learning";
-# SPEC section 3): the actor loss gains a temporal term (pi(s) vs pi(s')) and a spatial term (pi(s) vs pi(s + n)),
+# README: Baselines): the actor loss gains a temporal term (pi(s) vs pi(s')) and a spatial term (pi(s) vs pi(s + n)),
 # with pi the deterministic action tanh(mean), as in the release.
 # ===== CAPS end =====
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 import copy
@@ -292,8 +292,8 @@ class ReplayBuffer:
 
 
 # ===== CAPS begin =====
-# The release's per-env CAPS weights (paper Tables 7-8, the same for TD3 and SAC; SPEC section 4); every env not listed
-# uses the defaults.
+# The release's per-env CAPS weights (paper Tables 7-8, the same for TD3 and SAC); every env not listed uses the
+# defaults.
 CAPS_DEFAULT_WEIGHTS = {"lam_t": 0.1, "lam_s": 0.5}
 CAPS_ENV_WEIGHTS = {"Pendulum-v1": {"lam_t": 1.0, "lam_s": 5.0}}
 

@@ -1,8 +1,8 @@
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 # ===== GP-Critic begin =====
-# GP-Critic baseline (SPEC section 3): the critic loss adds lambda_GP * sum_i mean_batch ||dQ_i/da (s, a)||^2 at the
+# GP-Critic baseline (README: Baselines): the critic loss adds lambda_GP * sum_i mean_batch ||dQ_i/da (s, a)||^2 at the
 # replay pairs, a gradient penalty on the critics' action slope; the actor is untouched.
 # ===== GP-Critic end =====
 import copy
@@ -287,7 +287,7 @@ class ReplayBuffer:
 
 
 # ===== GP-Critic begin =====
-GP_CRITIC_DEFAULT_LAM = 0.1  # SPEC section 3: the same for every env unless a suite sets --lam-gp
+GP_CRITIC_DEFAULT_LAM = 0.1  # README: Baselines: the same for every env unless a suite sets --lam-gp
 
 
 def resolve_gp_critic_args(args: Args) -> Args:

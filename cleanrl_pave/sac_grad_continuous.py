@@ -1,9 +1,9 @@
 # ===== GRAD begin =====
 # GRAD (Grad-CAPS) on SAC: the actor loss gains lambda_T * mean(D * w), a penalty on the second difference of the
-# actions pi(s_{t-1}), pi(s_t), pi(s_{t+1}) that spares deliberate moves (SPEC section 3). The replay buffer also
-# stores s_{t-1}, which never crosses an episode boundary (SPEC section 7).
+# actions pi(s_{t-1}), pi(s_t), pi(s_{t+1}) that spares deliberate moves (README: Baselines). The replay buffer also
+# stores s_{t-1}, which never crosses an episode boundary (README: Deliberate differences).
 # ===== GRAD end =====
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 import copy
@@ -288,7 +288,7 @@ class ReplayBuffer:
 
 
 # ===== GRAD begin =====
-# The paper's Grad-CAPS weight (Tables 7-8, the same for TD3 and SAC; SPEC section 4): 1.0 on every env.
+# The paper's Grad-CAPS weight (Tables 7-8, the same for TD3 and SAC; paper Tables 7-8): 1.0 on every env.
 GRAD_DEFAULT_LAM_T = 1.0
 
 
@@ -466,7 +466,7 @@ def main(args: Args) -> dict:
         obs = env.reset()[0] if terminated or truncated else next_obs
         # ===== GRAD begin =====
         if terminated or truncated:
-            prev_obs = obs  # a new episode starts: its first step is its own predecessor (SPEC section 7)
+            prev_obs = obs  # a new episode starts: its first step is its own predecessor (README: Deliberate diff.)
         # ===== GRAD end =====
 
         # ALGO LOGIC: training.

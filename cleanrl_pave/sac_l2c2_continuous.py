@@ -1,13 +1,14 @@
 # ===== L2C2 begin =====
 # L2C2 on SAC (Kobayashi 2022, "L2C2: Locally Lipschitz Continuous Constraint towards Stable and Smooth Reinforcement
-# Learning"; SPEC section 3): a state s_bar is drawn on the line through s and s', and both the critic and the actor
+# Learning"; README: Baselines): a state s_bar is drawn on the line through s and s', and both the critic and the actor
 # are pulled towards agreeing at s and s_bar, with per-sample weights derived from the local Lipschitz constraint.
 # Critic: + mean(lambda_V * 0.5 |minQ(s, a) - minQ(s_bar, a)|). Actor: + mean(lambda_pi * H^2(pi(.|s), pi(.|s_bar))),
 # H^2 the squared Hellinger distance between the two tanh-squashed Gaussian policies, in CLOSED FORM: tanh is a
 # bijection and Hellinger distances are invariant under bijections, so H^2 of the squashed policies equals H^2 of the
-# pre-tanh diagonal Gaussians. (The release compared log-probabilities of two independent samples; SPEC section 7.)
+# pre-tanh diagonal Gaussians. (The release compared log-probabilities of two independent samples; README:
+# Deliberate differences.)
 # ===== L2C2 end =====
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 import copy
@@ -267,7 +268,7 @@ def make_agent(args: Args, obs_dim: int, act_dim: int) -> tuple[Actor, QNetwork]
 
 
 # ===== L2C2 begin =====
-# The release's per-env L2C2 settings sigma / lambda_D / lambda_U / beta (paper Table 8; SPEC section 4); every env
+# The release's per-env L2C2 settings sigma / lambda_D / lambda_U / beta (paper Table 8; paper Tables 7-8); every env
 # not listed uses the defaults.
 L2C2_DEFAULTS = {"l2c2_sigma": 1.0, "l2c2_lambda_d": 0.1, "l2c2_lambda_u": 10.0, "l2c2_beta": 0.1}
 L2C2_ENV_DEFAULTS = {"Pendulum-v1": {"l2c2_lambda_d": 1.0, "l2c2_lambda_u": 100.0}}

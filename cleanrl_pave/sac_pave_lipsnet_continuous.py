@@ -1,19 +1,19 @@
 # ===== PAVE + LipsNet begin =====
-# PAVE + LipsNet on SAC (SPEC section 3): PAVE's critic loss with the LipsNet actor (and its K penalty), each with
+# PAVE + LipsNet on SAC (README: Baselines): PAVE's critic loss with the LipsNet actor (and its K penalty), each with
 # its own weights. Every method block is copied verbatim from sac_pave_continuous.py and sac_lipsnet_continuous.py;
 # where both methods add code at the same place, the two blocks sit together in one PAVE + LipsNet block (PAVE first).
 # PAVE on SAC (Lee et al., ICML 2026): three critic-loss terms that shape the critics' action-gradient field.
 # LipsNet actor on SAC (Song et al. 2023, "LipsNet: A Smooth and Robust Neural Network with Adaptive Lipschitz Constant
-# for High Accuracy Optimal Control"; SPEC section 3): the Gaussian policy's MEAN is a LipsNet,
+# for High Accuracy Optimal Control"; README: Baselines): the Gaussian policy's MEAN is a LipsNet,
 # mean(s) = K(s) f(s) / (||J_f(s)||_F + eps), f a ReLU MLP (obs-256-256-act) with input Jacobian J_f,
 # K(s) = softplus(obs-32-1 tanh MLP) > 0 a learned local Lipschitz constant penalised by lambda_K mean(K^2) in the actor
 # loss; log std is a linear head on f's last hidden features, clamped as in the base (the release's lips_sac.py, whose
 # actor trunk is empty), so the entropy term trains f too.
-# The action tanh(mean + std * noise) is squashed ONCE (the release squashed twice, capping actions at +-0.76; SPEC
-# section 7), so the deterministic action tanh(mean(s)) is exactly LipsNet's tanh(K f / (||J_f||_F + eps)).
+# The action tanh(mean + std * noise) is squashed ONCE (the release squashed twice, capping actions at +-0.76; README:
+# Deliberate differences), so the deterministic action tanh(mean(s)) is exactly LipsNet's tanh(K f / (||J_f||_F + eps)).
 # The critic, target networks and SAC updates are the backbone's.
 # ===== PAVE + LipsNet end =====
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 import copy

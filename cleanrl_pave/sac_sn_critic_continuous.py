@@ -1,8 +1,8 @@
-# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style: fixed entropy
+# SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
 # Reference: Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications".
 # ===== SN-Critic begin =====
-# SN-Critic baseline (SPEC section 3): spectral normalisation (Miyato et al. 2018, "Spectral Normalization for
+# SN-Critic baseline (README: Baselines): spectral normalisation (Miyato et al. 2018, "Spectral Normalization for
 # Generative Adversarial Networks") on every layer of both critics and of their targets; the actor is untouched.
 # ===== SN-Critic end =====
 import copy

@@ -1,10 +1,10 @@
 # ===== ASAP begin =====
 # ASAP on TD3 (Kwak & Hwang, AAAI 2026, "Enhancing Control Policy Smoothness by Aligning Actions with Predictions
-# from Preceding States"; SPEC section 3): the actor gets a next-action predictor head P on its trunk, and the actor
+# from Preceding States"; README: Baselines): the actor gets a next-action predictor head P on its trunk, and the actor
 # loss gains a Grad-CAPS temporal term, a spatial term pulling pi(s') toward P_targ(s) (P of a Polyak copy of the
 # actor) and the predictor's own regression loss. The replay buffer also stores s_{t-1} (never across episodes).
 # ===== ASAP end =====
-# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style.
+# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style.
 # Reference: Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods".
 import copy
 import dataclasses
@@ -297,7 +297,7 @@ class ReplayBuffer:
 
 
 # ===== ASAP begin =====
-# The release's per-env ASAP weights for TD3 (paper Table 7; SPEC section 4); an env not listed uses the defaults.
+# The release's per-env ASAP weights for TD3 (paper Table 7; paper Tables 7-8); an env not listed uses the defaults.
 ASAP_DEFAULT_WEIGHTS = {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05}
 ASAP_ENV_WEIGHTS = {
     "Ant-v5": {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05},
@@ -333,7 +333,7 @@ def grad_caps_penalty(prev_actions: torch.Tensor, actions: torch.Tensor, next_ac
 
 
 def asap_losses(actor: Actor, actor_copy: Actor, data: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ASAP's three actor terms (SPEC section 3), with pi the action head and P the predictor head of `actor`, and
+    """ASAP's three actor terms (README: Baselines), with pi the action head and P the predictor head of `actor`, and
     P_targ the predictor head of `actor_copy`, its Polyak copy:
     temporal = grad_caps_penalty(pi(s_{t-1}), pi(s_t), pi(s_{t+1})), the Grad-CAPS term;
     spatial = 0.5 * MSE(pi(s'), sg(P_targ(s))): the next action is pulled toward the one predicted from s;
@@ -516,7 +516,7 @@ def main(args: Args) -> dict:
         obs = env.reset()[0] if terminated or truncated else next_obs
         # ===== ASAP begin =====
         if terminated or truncated:
-            prev_obs = obs  # a new episode starts: its first step is its own predecessor (SPEC section 7)
+            prev_obs = obs  # a new episode starts: its first step is its own predecessor (README: Deliberate diff.)
         # ===== ASAP end =====
 
         # ALGO LOGIC: training.
@@ -549,7 +549,7 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, online_params, args.tau)
             # ===== ASAP begin =====
-            # at every gradient step, outside the delayed block, as the release does (SPEC section 3)
+            # at every gradient step, outside the delayed block, as the release does (README: Baselines)
             update_asap_target(asap_actor_target, actor, args.asap_tau)
             # ===== ASAP end =====
 

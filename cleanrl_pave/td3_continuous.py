@@ -1,4 +1,4 @@
-# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style.
+# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style.
 # Reference: Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods".
 import copy
 import dataclasses

@@ -1,14 +1,14 @@
 # ===== L2C2 begin =====
 # L2C2 on TD3 (Kobayashi 2022, "L2C2: Locally Lipschitz Continuous Constraint towards Stable and Smooth Reinforcement
-# Learning"; SPEC section 3): a state s_bar is drawn on the line through s and s', and both the critic and the actor
+# Learning"; README: Baselines): a state s_bar is drawn on the line through s and s', and both the critic and the actor
 # are pulled towards agreeing at s and s_bar, with per-sample weights derived from the local Lipschitz constraint.
 # Critic: + mean(lambda_V * 0.5 |minQ(s, a) - minQ(s_bar, a)|). Actor: + mean(lambda_pi * 0.5 ||pi(s) - pi(s_bar)||^2),
 # the squared Euclidean distance between the deterministic actions (summed over action dims) halved: the
 # deterministic counterpart of the squared Hellinger distance the SAC variant uses. The paper's TD3 table has no L2C2
-# column, so every env uses SPEC's defaults for an env not in the table (sigma 1.0, lambda_D 0.1, lambda_U 10,
+# column, so every env uses the SAC defaults for an env not in the table (sigma 1.0, lambda_D 0.1, lambda_U 10,
 # beta 0.1).
 # ===== L2C2 end =====
-# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style.
+# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style.
 # Reference: Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods".
 import copy
 import dataclasses
@@ -254,7 +254,7 @@ def make_agent(args: Args, obs_dim: int, act_dim: int) -> tuple[Actor, QNetwork]
 
 
 # ===== L2C2 begin =====
-# SPEC section 4: sigma / lambda_D / lambda_U / beta. The paper tunes L2C2 only for SAC (Table 8); TD3 uses SPEC's
+# paper Tables 7-8: sigma / lambda_D / lambda_U / beta. The paper tunes L2C2 only for SAC (Table 8); TD3 uses the
 # defaults for an env not in the table on every env.
 L2C2_DEFAULTS = {"l2c2_sigma": 1.0, "l2c2_lambda_d": 0.1, "l2c2_lambda_u": 10.0, "l2c2_beta": 0.1}
 L2C2_ENV_DEFAULTS: dict[str, dict[str, float]] = {}

@@ -1,14 +1,14 @@
 # ===== PAVE + LipsNet begin =====
-# PAVE + LipsNet on TD3 (SPEC section 3): PAVE's critic loss with the LipsNet actor (and its K penalty), each with
+# PAVE + LipsNet on TD3 (README: Baselines): PAVE's critic loss with the LipsNet actor (and its K penalty), each with
 # its own weights. Every method block is copied verbatim from td3_pave_continuous.py and td3_lipsnet_continuous.py;
 # where both methods add code at the same place, the two blocks sit together in one PAVE + LipsNet block (PAVE first).
 # PAVE on TD3 (Lee et al., ICML 2026): three critic-loss terms that shape the critics' action-gradient field.
 # LipsNet actor on TD3 (Song et al. 2023, "LipsNet: A Smooth and Robust Neural Network with Adaptive Lipschitz Constant
-# for High Accuracy Optimal Control"; SPEC section 3): action = tanh(K(s) f(s) / (||J_f(s)||_F + eps)), f a ReLU MLP
+# for High Accuracy Optimal Control"; README: Baselines): action = tanh(K(s) f(s) / (||J_f(s)||_F + eps)), f a ReLU MLP
 # (obs-64-64-act) with input Jacobian J_f, K(s) = softplus(obs-32-1 tanh MLP) > 0 a learned local Lipschitz constant,
 # penalised by lambda_K mean(K^2) in the actor loss. The critic, target networks and TD3 updates are the backbone's.
 # ===== PAVE + LipsNet end =====
-# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style.
+# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style.
 # Reference: Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods".
 import copy
 import dataclasses

@@ -1,7 +1,7 @@
-# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; SPEC section 2), CleanRL style.
+# TD3 with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style.
 # Reference: Fujimoto et al. 2018, "Addressing Function Approximation Error in Actor-Critic Methods".
 # ===== SN-Critic begin =====
-# SN-Critic baseline (SPEC section 3): spectral normalisation (Miyato et al. 2018, "Spectral Normalization for
+# SN-Critic baseline (README: Baselines): spectral normalisation (Miyato et al. 2018, "Spectral Normalization for
 # Generative Adversarial Networks") on every layer of both critics and of their targets; the actor is untouched.
 # ===== SN-Critic end =====
 import copy

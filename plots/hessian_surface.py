@@ -1,7 +1,7 @@
-"""3-D surfaces of the critic's mixed-Hessian norm ||d2Q1/da ds||_2 around one (state, action) point (SPEC section 6).
+"""3-D surfaces of the critic's mixed-Hessian norm ||d2Q1/da ds||_2 around one (state, action) point (README: Critic geometry).
 
 One row per environment, one panel per method; every panel of a row shares its axes, reference point and z scale,
-so heights compare directly. The protocol is the same for every environment and fixed in advance (SPEC section 7
+so heights compare directly. The protocol is the same for every environment and fixed in advance (README: Deliberate differences
 item 5: the release picked its seeds per figure):
 
 1. Base rollout. The FIRST model given is the Base. Its deterministic policy runs one episode on

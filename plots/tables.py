@@ -12,7 +12,7 @@ tables that suite reproduces (``SUITE_PAPER_TABLES``).
 
 std: by default the population std (ddof=0) across seeds of each seed's value (for re/sm: the mean over
 that seed's evaluation episodes); ``--std episodes`` pools the evaluation episodes of all seeds instead,
-which is what the authors' release computes (SPEC section 5). Every caption says which one it uses.
+which is what the authors' release computes (README: Evaluation and smoothness). Every caption says which one it uses.
 """
 
 from __future__ import annotations
