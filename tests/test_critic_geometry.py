@@ -1,9 +1,7 @@
 """critic_geometry: exact derivatives against closed forms and finite differences, the metrics, and the CLI."""
 
-import importlib
 import json
 import math
-import os
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +21,7 @@ from cleanrl_pave.critic_geometry import (
     negative_definite,
     spectral_norms,
 )
-from tests.helpers import eager
+from tests.helpers import train_tiny_runs
 
 DTYPE = torch.float64
 
@@ -156,19 +154,7 @@ SCRIPTS = ["td3_continuous", "sac_continuous", "td3_pave_continuous", "sac_pave_
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Tiny Pendulum runs of the base and PAVE scripts, logging live geometry at their last step: {script: run dir}."""
-    root = tmp_path_factory.mktemp("geometry_runs")
-    previous_dir = os.getcwd()
-    os.chdir(root)
-    try:
-        for script in SCRIPTS:
-            module = importlib.import_module(f"cleanrl_pave.{script}")
-            module.main(module.Args(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100,
-                                    hidden_sizes=(32, 32), eval_freq=0, eval_episodes=1, checkpoint_freq=200,
-                                    geometry_freq=300, save_model=True, run_name=script, cuda=False,
-                                    **eager(module)))
-    finally:
-        os.chdir(previous_dir)
-    return {script: root / "runs" / script for script in SCRIPTS}
+    return train_tiny_runs(tmp_path_factory.mktemp("geometry_runs"), SCRIPTS, geometry_freq=300, cuda=False)
 
 
 def test_cli_matches_an_independent_finite_difference_computation(tiny_runs, tmp_path):

@@ -1,7 +1,6 @@
 """Saved policies: the evaluation command line on real tiny models, and safe loading of models and checkpoints
 (weights only; a damaged or foreign file stops every tool with one line naming it)."""
 
-import importlib
 import json
 import os
 import pathlib
@@ -17,6 +16,7 @@ import torch
 from cleanrl_pave.checkpointing import load_checkpoint, load_file, restore_rng_state, rng_state
 from cleanrl_pave.critic_geometry import main as geometry_main
 from cleanrl_pave.evaluation import main as evaluation_main
+from tests.helpers import train_tiny_runs
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = ["td3_continuous", "td3_pave_continuous"]
@@ -25,18 +25,7 @@ SCRIPTS = ["td3_continuous", "td3_pave_continuous"]
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Tiny Pendulum runs of TD3 base and PAVE with 2 final evaluation episodes: {script: run dir}."""
-    root = tmp_path_factory.mktemp("saved_policies")
-    previous_dir = os.getcwd()
-    os.chdir(root)
-    try:
-        for script in SCRIPTS:
-            module = importlib.import_module(f"cleanrl_pave.{script}")
-            module.main(module.Args(env_id="Pendulum-v1", total_timesteps=300, learning_starts=100,
-                                    hidden_sizes=(32, 32), eval_freq=0, eval_episodes=2, checkpoint_freq=200,
-                                    save_model=True, run_name=script, progress_interval=0))
-    finally:
-        os.chdir(previous_dir)
-    return {script: root / "runs" / script for script in SCRIPTS}
+    return train_tiny_runs(tmp_path_factory.mktemp("saved_policies"), SCRIPTS, eval_episodes=2)
 
 
 def run_module(module: str, *args, cwd, env=None) -> subprocess.CompletedProcess:
