@@ -109,8 +109,8 @@ def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, 
               "dones": (torch.rand(REPLAY_SIZE, generator=generator) < 0.01).float()}
     lam_mpr, lam_vfc, lam_curv = settings["weights"]
 
-    def td_losses(data, noise):
-        """Per-critic TD losses (2,), as the base scripts' critic_loss_fn."""
+    def td_losses(data, noise, q_values):
+        """Per-critic TD losses (2,) of Q(s, a) `q_values` (2, B), as the base scripts' critic_loss_fn."""
         with torch.no_grad():
             if algo == "td3":
                 next_actions = (actor_target(data["next_obs"]) + (noise * 0.2).clamp(-0.5, 0.5)).clamp(-1.0, 1.0)
@@ -120,7 +120,6 @@ def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, 
                 target = torch.stack(list(qf_target(data["next_obs"], next_actions))).min(0).values
                 target = target - ALPHA * next_log_pi
             next_q = data["rewards"] + (1.0 - data["dones"]) * GAMMA * target
-        q_values = torch.stack(list(qf(data["obs"], data["actions"])))
         return ((q_values - next_q) ** 2).mean(1)
 
     if compile_losses:
@@ -132,7 +131,8 @@ def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, 
     def update():
         indices = torch.randint(REPLAY_SIZE, (settings["batch"],), generator=generator)
         data = {key: value[indices] for key, value in replay.items()}
-        loss = settings["td_scale"] * td_losses(data, torch.randn(data["actions"].shape, generator=generator)).sum()
+        td_noise = torch.randn(data["actions"].shape, generator=generator)
+        loss = 0.0
         if mode != "base":
             noise = SIGMA * torch.randn(data["obs"].shape, generator=generator)
             probes = torch.randint(0, 2, data["actions"].shape, generator=generator, dtype=torch.float32) * 2 - 1
@@ -143,8 +143,11 @@ def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, 
                 terms = release_terms(qf, data["obs"], data["actions"], data["next_obs"], noise, probes, DELTA)
             weighted = {"pave_mpr": lam_mpr * terms["mpr"], "pave_vfc": lam_vfc * terms["vfc"],
                         "pave_curv": lam_curv * terms["curv"]}
-            loss = loss + sum(weighted.values())
+            loss = sum(weighted.values())
             guard.check(**weighted)
+        # the PAVE scripts take Q(s, a) from the PAVE forward; the others run the critics on (s, a)
+        q_values = terms["q"] if mode == "pave" else torch.stack(list(qf(data["obs"], data["actions"])))
+        loss = loss + settings["td_scale"] * td_losses(data, td_noise, q_values).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.found_inf = guard.check(qf_loss=loss)  # the scripts' sync-free NaN/Inf guard, in every mode

@@ -385,13 +385,12 @@ def main(args: Args) -> dict:
     rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),
                                          "next_obs": (obs_dim,), "dones": ()}, device)
 
-    def critic_loss_fn(data: dict, next_noise: torch.Tensor) -> torch.Tensor:
-        """Per-critic TD losses, shape (2,): MSE of each critic against the soft clipped double-Q target."""
+    def critic_loss_fn(data: dict, next_noise: torch.Tensor, qf_a_values: torch.Tensor) -> torch.Tensor:
+        """Per-critic TD losses (2,): MSE of qf_a_values = Q(s, a), (2, B), against the soft clipped double-Q target."""
         with torch.no_grad():
             next_actions, next_log_pi = actor.get_action(data["next_obs"], next_noise)
             min_qf_next_target = qf_target(data["next_obs"], next_actions).min(0).values - args.alpha * next_log_pi
             next_q_value = data["rewards"] + (1.0 - data["dones"]) * args.gamma * min_qf_next_target
-        qf_a_values = qf(data["obs"], data["actions"])
         return ((qf_a_values - next_q_value) ** 2).mean(1)
 
     def actor_loss_fn(data: dict, noise: torch.Tensor) -> torch.Tensor:
@@ -463,7 +462,7 @@ def main(args: Args) -> dict:
             for _ in range(args.gradient_steps):
                 data = rb.sample(args.batch_size, torch_generator)
                 noises = torch.randn((2, *data["actions"].shape), generator=torch_generator, device=device)
-                qf_losses = critic_loss_fn(data, noises[0])
+                qf_losses = critic_loss_fn(data, noises[0], qf(data["obs"], data["actions"]))
                 qf_loss = 0.5 * qf_losses.sum()  # the release's (SB3) scaling; the paper's lambdas were tuned with it
 
                 # optimize the model

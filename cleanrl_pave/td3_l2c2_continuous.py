@@ -401,14 +401,13 @@ def main(args: Args) -> dict:
     rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),
                                          "next_obs": (obs_dim,), "dones": ()}, device)
 
-    def critic_loss_fn(data: dict, target_noise: torch.Tensor) -> torch.Tensor:
-        """Per-critic TD losses, shape (2,): MSE of each critic against the clipped double-Q target."""
+    def critic_loss_fn(data: dict, target_noise: torch.Tensor, qf_a_values: torch.Tensor) -> torch.Tensor:
+        """Per-critic TD losses (2,): MSE of qf_a_values = Q(s, a), (2, B), against the clipped double-Q target."""
         with torch.no_grad():
             clipped_noise = (target_noise * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
             next_actions = (actor_target(data["next_obs"]) + clipped_noise).clamp(-1.0, 1.0)
             min_qf_next_target = qf_target(data["next_obs"], next_actions).min(0).values
             next_q_value = data["rewards"] + (1.0 - data["dones"]) * args.gamma * min_qf_next_target
-        qf_a_values = qf(data["obs"], data["actions"])
         return ((qf_a_values - next_q_value) ** 2).mean(1)
 
     def actor_loss_fn(data: dict) -> torch.Tensor:
@@ -477,7 +476,7 @@ def main(args: Args) -> dict:
         if global_step > args.learning_starts:
             data = rb.sample(args.batch_size, torch_generator)
             target_noise = torch.randn(data["actions"].shape, generator=torch_generator, device=device)
-            qf_losses = critic_loss_fn(data, target_noise)
+            qf_losses = critic_loss_fn(data, target_noise, qf(data["obs"], data["actions"]))
             qf_loss = qf_losses.sum()
             # ===== L2C2 begin =====
             # one s_bar per update, shared by the critic term and (on actor steps) the policy term

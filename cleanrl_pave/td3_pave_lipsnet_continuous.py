@@ -410,42 +410,41 @@ ACTIVATION_DERIVATIVES = {"silu": silu_derivatives, "relu": lambda z: ((z > 0).t
 def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
                state_noise: Optional[torch.Tensor], probes: Optional[torch.Tensor], lam_mpr: float, lam_vfc: float,
                lam_curv: float, delta: float) -> dict[str, torch.Tensor]:
-    """mpr = sum_i MSE(g_i(s), g_i(s + eps)), vfc = sum_i MSE(g_i(s), g_i(s')), curv = sum_i mean_batch relu(v^T H_i v
-    + delta) over the twin critics i of `qf`, g_i = dQ_i/da and H_i = d2Q_i/da2 at the stored a, v a Rademacher probe;
-    a term with weight 0 is skipped (its noise or probes may be None) and is a constant 0. g and v^T H v are explicit
-    sweeps through the MLP in plain tensor ops: autograd's backward through them is the release's double/triple one."""
+    """q = Q_i(s, a) for the TD loss; mpr = sum_i MSE(g_i(s), g_i(s + eps)), vfc = sum_i MSE(g_i(s), g_i(s')), curv =
+    sum_i mean_batch relu(v^T H_i v + delta) over the twin critics i of `qf`, g_i = dQ_i/da, H_i = d2Q_i/da2 at the
+    stored a, v a Rademacher probe; a term with weight 0 is skipped (its noise or probes may be None) and is 0. g and
+    v^T H v are explicit sweeps through the MLP in plain tensor ops: autograd's backward through them is the release's
+    double/triple one."""
     use_mpr, use_vfc, use_curv = lam_mpr != 0, lam_vfc != 0, lam_curv != 0
     terms = dict.fromkeys(("mpr", "vfc", "curv"), obs.new_zeros(()))
     if not (use_mpr or use_vfc or use_curv):
-        return terms
+        return {"q": qf(obs, actions), **terms}
     weights, biases, critics, (batch, obs_dim) = list(qf.weights), list(qf.biases), qf.num_critics, obs.shape
     w_state, w_action = weights[0][:, :obs_dim], weights[0][:, obs_dim:]  # first-layer rows of s and of a
-    # forward over the states [s; s + eps; s'] that the terms need, all at the stored action a, whose part of the
-    # first layer, a W_a + b_0, is computed once; z_l: pre-activations of hidden layer l, (critics, rows * B, H_l)
+    # z_l: pre-activations of hidden layer l, over the states [s; s + eps; s'] at the stored a (a W_a + b_0 once)
     states = torch.cat([obs, *([obs + state_noise] if use_mpr else []), *([next_obs] if use_vfc else [])])
-    rows = states.shape[0] // batch
     action_part = torch.baddbmm(biases[0], actions.expand(critics, -1, -1), w_action).unsqueeze(1)
-    z = [(torch.matmul(states, w_state).unflatten(1, (rows, batch)) + action_part).flatten(1, 2)]
+    z = [(torch.matmul(states, w_state).unflatten(1, (-1, batch)) + action_part).flatten(1, 2)]
     for weight, bias in zip(weights[1:-1], biases[1:-1]):
         z.append(torch.baddbmm(bias, qf.activation_fn(z[-1]), weight))
+    terms["q"] = torch.baddbmm(biases[-1], qf.activation_fn(z[-1][:, :batch]), weights[-1]).squeeze(-1)  # s rows
     slopes, bends = zip(*(ACTIVATION_DERIVATIVES[qf.activation](z_l) for z_l in z))  # sigma'(z_l), sigma''(z_l)
     # reverse sweep: adjoints[l] = dQ/dh_l from dQ/dh_last = w_out down to g = (dQ/dh_0 * sigma'(z_0)) W_a^T
     adjoints = [weights[-1].transpose(1, 2)]
     for layer in range(len(z) - 1, 0, -1):
         adjoints.insert(0, torch.bmm(adjoints[0] * slopes[layer], weights[layer].transpose(1, 2)))
-    g = torch.bmm(adjoints[0] * slopes[0], w_action.transpose(1, 2)).unflatten(1, (rows, batch))
+    g = torch.bmm(adjoints[0] * slopes[0], w_action.transpose(1, 2)).unflatten(1, (-1, batch))
     if use_mpr:
         terms["mpr"] = (g[:, 0] - g[:, 1]).square().mean((1, 2)).sum()
     if use_vfc:
         terms["vfc"] = (g[:, 0] - g[:, -1]).square().mean((1, 2)).sum()
     if use_curv:  # forward mode on the s rows: tangent_l = dz_l/dt along a + t v, then
         # v^T H v = d2Q/dt2 = sum_l <dQ/dh_l, sigma''(z_l) * tangent_l^2>, reusing the adjoints
-        tangent, probe_curvature = torch.bmm(probes.expand(critics, -1, -1), w_action), 0
-        for layer in range(len(z)):
-            if layer:
-                tangent = torch.bmm(slopes[layer - 1][:, :batch] * tangent, weights[layer])
-            probe_curvature = probe_curvature + (adjoints[layer][:, :batch] * bends[layer][:, :batch]
-                                                 * tangent.square()).sum(-1)
+        tangents = [torch.bmm(probes.expand(critics, -1, -1), w_action)]
+        for layer in range(1, len(z)):
+            tangents.append(torch.bmm(slopes[layer - 1][:, :batch] * tangents[-1], weights[layer]))
+        probe_curvature = sum((adjoint[:, :batch] * bend[:, :batch] * tangent.square()).sum(-1)
+                              for adjoint, bend, tangent in zip(adjoints, bends, tangents))
         terms["curv"] = torch.relu(probe_curvature + delta).mean(1).sum()
     return terms
 
@@ -455,6 +454,8 @@ def main(args: Args) -> dict:
     args = resolve_args(args)
     # ===== PAVE begin =====
     args = resolve_pave_args(args)
+    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile") if args.pave_compile \
+        else pave_terms
     # ===== PAVE end =====
     run_name = args.run_name or (args.resume and find_resumable_run(args.env_id, args.exp_name, args.seed)) or \
         f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -515,14 +516,13 @@ def main(args: Args) -> dict:
     rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),
                                          "next_obs": (obs_dim,), "dones": ()}, device)
 
-    def critic_loss_fn(data: dict, target_noise: torch.Tensor) -> torch.Tensor:
-        """Per-critic TD losses, shape (2,): MSE of each critic against the clipped double-Q target."""
+    def critic_loss_fn(data: dict, target_noise: torch.Tensor, qf_a_values: torch.Tensor) -> torch.Tensor:
+        """Per-critic TD losses (2,): MSE of qf_a_values = Q(s, a), (2, B), against the clipped double-Q target."""
         with torch.no_grad():
             clipped_noise = (target_noise * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
             next_actions = (actor_target(data["next_obs"]) + clipped_noise).clamp(-1.0, 1.0)
             min_qf_next_target = qf_target(data["next_obs"], next_actions).min(0).values
             next_q_value = data["rewards"] + (1.0 - data["dones"]) * args.gamma * min_qf_next_target
-        qf_a_values = qf(data["obs"], data["actions"])
         return ((qf_a_values - next_q_value) ** 2).mean(1)
 
     def actor_loss_fn(data: dict) -> torch.Tensor:
@@ -559,10 +559,6 @@ def main(args: Args) -> dict:
         start_step, eval_history = checkpoint["global_step"], checkpoint["eval_history"]
         wall_time_before = checkpoint["wall_time_s"]
 
-    # ===== PAVE begin =====
-    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile") if args.pave_compile \
-        else pave_terms
-    # ===== PAVE end =====
     nonfinite_guard = NonFiniteGuard(start_step)
     start_time = time.time()
     progress = Progress(args.total_timesteps, start_step, args.learning_starts, args.progress_interval)
@@ -595,8 +591,6 @@ def main(args: Args) -> dict:
         if global_step > args.learning_starts:
             data = rb.sample(args.batch_size, torch_generator)
             target_noise = torch.randn(data["actions"].shape, generator=torch_generator, device=device)
-            qf_losses = critic_loss_fn(data, target_noise)
-            qf_loss = qf_losses.sum()
             # ===== PAVE begin =====
             # eps ~ N(0, sigma^2 I), Rademacher v, shared by both critics; drawn only for terms that are on
             pave_noise = args.pave_sigma * torch.randn(data["obs"].shape, generator=torch_generator,
@@ -607,8 +601,9 @@ def main(args: Args) -> dict:
                                  args.lam_mpr, args.lam_vfc, args.lam_curv, args.pave_delta)
             pave_weighted = {"pave_mpr": args.lam_mpr * pave["mpr"], "pave_vfc": args.lam_vfc * pave["vfc"],
                              "pave_curv": args.lam_curv * pave["curv"]}
-            qf_loss = qf_loss + sum(pave_weighted.values())
             nonfinite_guard.check(**pave_weighted)  # so that a stop names the term that went NaN/Inf
+            qf_losses = critic_loss_fn(data, target_noise, pave["q"])  # Q(s, a) from PAVE's forward: no second pass
+            qf_loss = qf_losses.sum() + sum(pave_weighted.values())
             # ===== PAVE end =====
 
             # optimize the model

@@ -70,8 +70,8 @@ def same_values_and_gradients(first, second, inputs, params) -> None:
     for value_first, value_second in zip(values_first, values_second):
         torch.testing.assert_close(value_first, value_second, rtol=0, atol=0)
         if value_first.requires_grad:
-            grads_first = torch.autograd.grad(value_first, params, retain_graph=True, allow_unused=True)
-            grads_second = torch.autograd.grad(value_second, params, retain_graph=True, allow_unused=True)
+            grads_first = torch.autograd.grad(value_first.sum(), params, retain_graph=True, allow_unused=True)
+            grads_second = torch.autograd.grad(value_second.sum(), params, retain_graph=True, allow_unused=True)
             for grad_first, grad_second in zip(grads_first, grads_second):
                 assert (grad_first is None) == (grad_second is None)
                 if grad_first is not None:

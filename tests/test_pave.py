@@ -43,7 +43,8 @@ def critic_fn(qf, critic: int):
 
 
 def reference_terms(critics, obs, actions, next_obs, state_noise, probes, delta):
-    """The release's way, critic by critic and state by state: g = dQ/da with create_graph, H v by a double backward."""
+    """The release's way, critic by critic and state by state: g = dQ/da with create_graph, H v by a double backward;
+    q: each critic's Q(s, a), as the TD loss takes it."""
     mpr = vfc = curv = 0.0
     for q in critics:
         def action_grad(states):
@@ -56,7 +57,7 @@ def reference_terms(critics, obs, actions, next_obs, state_noise, probes, delta)
         vfc = vfc + F.mse_loss(grad_s, action_grad(next_obs)[0])
         (hessian_probe,) = torch.autograd.grad((grad_s * probes).sum(), leaf_s, create_graph=True)
         curv = curv + torch.relu((hessian_probe * probes).sum(-1) + delta).mean()
-    return {"mpr": mpr, "vfc": vfc, "curv": curv}
+    return {"q": torch.stack([q(obs, actions) for q in critics]), "mpr": mpr, "vfc": vfc, "curv": curv}
 
 
 def critic_and_batch(script: str, hidden=(24, 16), activation="silu", dtype=torch.float64, batch=9, seed=0,
@@ -85,17 +86,21 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def check_against_reference(pave_terms, qf, data, weights, delta, reference) -> None:
-    """The terms and the gradient of the weighted loss with respect to every critic parameter (a parameter the terms
-    do not reach, such as the output bias, has gradient 0) within 1e-6 relative of the reference."""
+    """Q(s, a), the terms and the gradient of a loss weighting all of them with respect to every critic parameter
+    within 1e-6 relative of the reference."""
     params = list(qf.parameters())
     terms = pave_terms(qf, *data.values(), *weights, delta)
+    assert terms["q"].shape == reference["q"].shape and relative_error(terms["q"], reference["q"]) < 1e-6
+    q_weights = torch.linspace(-1.0, 2.0, reference["q"].numel(), dtype=reference["q"].dtype).view_as(reference["q"])
     for name, weight in zip(("mpr", "vfc", "curv"), weights):
         if weight:
             assert relative_error(terms[name], reference[name]) < 1e-6, (name, weights, delta)
         else:
             assert terms[name].item() == 0.0 and not terms[name].requires_grad
-    loss = sum(weight * terms[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
-    reference_loss = sum(weight * reference[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
+    loss = (q_weights * terms["q"]).sum() + sum(weight * terms[name] for name, weight in zip(("mpr", "vfc", "curv"),
+                                                                                             weights))
+    reference_loss = (q_weights * reference["q"]).sum() + sum(weight * reference[name] for name, weight
+                                                              in zip(("mpr", "vfc", "curv"), weights))
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     reference_grads = torch.autograd.grad(reference_loss, params, retain_graph=True, allow_unused=True)
     for param, grad, reference_grad in zip(params, grads, reference_grads):
@@ -237,12 +242,13 @@ def test_fast_terms_measure_the_exact_critic_derivatives(script):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_zero_weights_leave_the_base_critic_loss(script):
-    """All-zero weights: no term is computed, nothing joins the graph, and TD + sum lambda * term is the TD loss."""
+    """All-zero weights: no term is computed, nothing joins the graph, Q(s, a) is the base's own forward, bit for
+    bit, and TD + sum lambda * term is the base's TD loss."""
     module, qf, data = critic_and_batch(script)
     terms = module.pave_terms(qf, data["obs"], data["actions"], data["next_obs"], None, None, 0.0, 0.0, 0.0, 1.0)
     td_loss = qf(data["obs"], data["actions"]).square().mean(1).sum()
-    total = td_loss + sum(0.0 * term for term in terms.values())
-    assert all(term.item() == 0.0 and not term.requires_grad for term in terms.values())
+    total = terms["q"].square().mean(1).sum() + sum(0.0 * terms[name] for name in ("mpr", "vfc", "curv"))
+    assert all(terms[name].item() == 0.0 and not terms[name].requires_grad for name in ("mpr", "vfc", "curv"))
     assert torch.equal(total, td_loss)
 
 
