@@ -15,6 +15,7 @@ runner exit 1 and is listed with its log at the end.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import signal
@@ -40,20 +41,28 @@ def timestamp() -> str:
 
 
 class StateFile:
-    """``<out>/state/<suite>.json``: the status of every run this suite has tried, rewritten atomically."""
+    """``<out>/state/<suite>.json``: the status of every run this suite has tried, rewritten atomically. Several
+    runners may share one output folder (say, two --filter slices of a suite at once): each update re-reads the file
+    under a lock and changes only its own run's entry, so no runner loses another's records."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.runs: dict[str, dict] = json.loads(path.read_text())["runs"] if path.exists() else {}
+        self.runs: dict[str, dict] = self._read()
+
+    def _read(self) -> dict[str, dict]:
+        return json.loads(self.path.read_text())["runs"] if self.path.exists() else {}
 
     def update(self, run: Run, **fields) -> None:
-        entry = self.runs.setdefault(run.name, {})
-        entry.update(env_id=run.env_id, script=run.script, seed=run.seed, tag=run.tag, flags=run.flags, **fields)
-        entry["updated"] = timestamp()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(json.dumps({"runs": self.runs}, indent=1))
-        os.replace(temporary, self.path)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.runs = {**self._read(), run.name: self.runs.get(run.name, {})}
+            entry = self.runs[run.name]
+            entry.update(env_id=run.env_id, script=run.script, seed=run.seed, tag=run.tag, flags=run.flags, **fields)
+            entry["updated"] = timestamp()
+            temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"runs": self.runs}, indent=1))
+            os.replace(temporary, self.path)
 
 
 class Runner:

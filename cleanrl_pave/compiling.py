@@ -24,8 +24,8 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str) -> Callabl
             return chosen(*args)
         start = time.perf_counter()
         try:
+            _compile_backward(compiled(*args), args)  # on a throwaway forward: its backward may not retain the graph
             outputs = compiled(*args)
-            _compile_backward(outputs, args)
         except Exception as error:  # whatever the compiler raised, the run goes on eager
             reason = (str(error).strip().splitlines() or [""])[0]
             print(f"warning: could not compile {what} ({type(error).__name__}: {reason}); running it eager "
@@ -40,7 +40,8 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str) -> Callabl
 
 
 def _compile_backward(outputs, args: tuple) -> None:
-    """One backward through `outputs` (retaining the graph, touching no .grad) so that its compilation happens now."""
+    """One backward through `outputs` (touching no .grad) so that its compilation happens now. It frees the graph:
+    a compiled backward with donated buffers refuses retain_graph=True."""
     if isinstance(outputs, torch.Tensor):
         outputs = [outputs]
     values = outputs.values() if isinstance(outputs, dict) else outputs
@@ -48,5 +49,4 @@ def _compile_backward(outputs, args: tuple) -> None:
     inputs = [param for arg in args if isinstance(arg, nn.Module) for param in arg.parameters() if param.requires_grad]
     inputs += [arg for arg in args if isinstance(arg, torch.Tensor) and arg.requires_grad]
     if differentiable and inputs:
-        torch.autograd.grad(sum(value.sum() for value in differentiable), inputs, retain_graph=True,
-                            allow_unused=True)
+        torch.autograd.grad(sum(value.sum() for value in differentiable), inputs, allow_unused=True)

@@ -386,3 +386,26 @@ def test_speed_benchmark_times_learning_steps_of_named_and_path_scripts(tmp_path
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
         "error: --warmup, --untimed-steps and --steps must be multiples of 50"]
+
+
+def test_runners_sharing_an_output_folder_keep_each_others_state(tmp_path):
+    """Two runners on one suite and --out (two --filter slices at once) update the state file concurrently: neither
+    crashes on the other's temporary file and neither loses the other's records."""
+    writer = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from benchmark.grid import Run\n"
+        "from benchmark.run import StateFile\n"
+        "state = StateFile(Path(sys.argv[1]))\n"
+        "for index in range(60):\n"
+        "    run = Run(f'Pendulum-v1__{sys.argv[2]}__{index}', 'Pendulum-v1', sys.argv[2], index, '', {})\n"
+        "    state.update(run, status='running')\n"
+        "    state.update(run, status='done')\n"
+    )
+    path = tmp_path / "state" / "suite.json"
+    writers = [subprocess.Popen([sys.executable, "-c", writer, str(path), script], cwd=REPO,
+                                stderr=subprocess.PIPE, text=True) for script in ("td3_continuous", "sac_continuous")]
+    for process in writers:
+        assert process.wait(timeout=120) == 0, process.stderr.read()
+    runs = json.loads(path.read_text())["runs"]
+    assert len(runs) == 120 and {entry["status"] for entry in runs.values()} == {"done"}
