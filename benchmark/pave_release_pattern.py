@@ -6,7 +6,7 @@ policy sample, target critics), the TD loss (+ the PAVE terms), backward, and th
 - base:    the base script's update (`td3_continuous` / `sac_continuous` networks: the stacked twin critic);
 - pave:    + the PAVE terms of `*_pave_continuous.pave_terms` (explicit reverse / forward-mode sweeps through the
            MLP over [s; s + eps; s'] in plain tensor ops, autograd's backward), compiled as the scripts compile it by
-           default (--no-pave-compile: eager);
+           default (--no-pave-compile: eager); its TD loss takes Q(s, a) from that forward, as the scripts do;
 - release: the release's way of getting the same terms, as in its SB3 code: two separate critic networks, three
            twin-critic forwards (s, s + eps, s') with the action as a leaf, eight `autograd.grad(create_graph=True)`
            calls (dQ_i/da at three states, one Hessian-vector product per critic), then the triple backward;

@@ -42,22 +42,29 @@ def timestamp() -> str:
 
 class StateFile:
     """``<out>/state/<suite>.json``: the status of every run this suite has tried, rewritten atomically. Several
-    runners may share one output folder (say, two --filter slices of a suite at once): each update re-reads the file
-    under a lock and changes only its own run's entry, so no runner loses another's records."""
+    runners may share one output folder (say, two disjoint --filter slices of a suite at once): each update re-reads
+    the file under a lock and changes only its own run's entry, so no runner loses another's records."""
 
     def __init__(self, path: Path):
         self.path = path
         self.runs: dict[str, dict] = self._read()
+        self.locking = True
 
     def _read(self) -> dict[str, dict]:
         return json.loads(self.path.read_text())["runs"] if self.path.exists() else {}
 
     def update(self, run: Run, **fields) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self.runs = {**self._read(), run.name: self.runs.get(run.name, {})}
-            entry = self.runs[run.name]
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            if self.locking:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                except OSError as error:  # a file system without flock: go on, as a lone runner needs no lock
+                    print(f"warning: cannot lock {lock.name} ({error}); runners must not share {self.path.parent}",
+                          file=sys.stderr, flush=True)
+                    self.locking = False
+            self.runs = self._read()
+            entry = self.runs.setdefault(run.name, {})
             entry.update(env_id=run.env_id, script=run.script, seed=run.seed, tag=run.tag, flags=run.flags, **fields)
             entry["updated"] = timestamp()
             temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")

@@ -14,7 +14,9 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str) -> Callabl
     """`fn` compiled with torch.compile. The first call compiles its forward AND backward (which torch would otherwise
     compile at the first backward, outside this guard) and prints the time once. If compiling fails (no C++ compiler,
     an unsupported platform, an error inside the compiler), one warning line says why and `fn` runs eager from then
-    on: a run never dies of its compiler."""
+    on: a run never dies of its compiler. The first call runs `fn` twice (one forward only feeds the warm-up
+    backward), so `fn` must be free of side effects, and no tensor argument may depend on the parameters of a module
+    argument (the warm-up backward would free that graph before the real one)."""
     compiled = torch.compile(fn)
     chosen = None
 

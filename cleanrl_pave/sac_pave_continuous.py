@@ -127,7 +127,8 @@ class Args:
     pave_delta: float = 1.0
     """curvature margin delta of Curv = sum_i mean relu(v^T H_i v + delta)"""
     pave_compile: bool = True
-    """compile the PAVE loss (torch.compile, once per process; README "Speed"); eager if compiling fails"""
+    """compile the PAVE loss (torch.compile, once per process; README "Speed"; not when all three weights are 0);
+    eager if compiling fails"""
     # ===== PAVE end =====
 
 
@@ -331,18 +332,18 @@ ACTIVATION_DERIVATIVES = {"silu": silu_derivatives, "relu": lambda z: ((z > 0).t
 def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
                state_noise: Optional[torch.Tensor], probes: Optional[torch.Tensor], lam_mpr: float, lam_vfc: float,
                lam_curv: float, delta: float) -> dict[str, torch.Tensor]:
-    """q = Q_i(s, a) for the TD loss; mpr = sum_i MSE(g_i(s), g_i(s + eps)), vfc = sum_i MSE(g_i(s), g_i(s')), curv =
-    sum_i mean_batch relu(v^T H_i v + delta) over the twin critics i of `qf`, g_i = dQ_i/da, H_i = d2Q_i/da2 at the
-    stored a, v a Rademacher probe; a term with weight 0 is skipped (its noise or probes may be None) and is 0. g and
-    v^T H v are explicit sweeps through the MLP in plain tensor ops: autograd's backward through them is the release's
-    double/triple one."""
+    """q = Q_i(s, a) (critics, B) for the TD loss; mpr = sum_i MSE(g_i(s), g_i(s + eps)), vfc = sum_i MSE(g_i(s),
+    g_i(s')), curv = sum_i mean_batch relu(v^T H_i v + delta) over the twin critics i of `qf`, g_i = dQ_i/da and
+    H_i = d2Q_i/da2 at the stored a, v a Rademacher probe; a term with weight 0 is skipped (its noise or probes may be
+    None) and is 0. g and v^T H v are explicit sweeps through the MLP in plain tensor ops: autograd's backward through
+    them is the release's double/triple one."""
     use_mpr, use_vfc, use_curv = lam_mpr != 0, lam_vfc != 0, lam_curv != 0
     terms = dict.fromkeys(("mpr", "vfc", "curv"), obs.new_zeros(()))
     if not (use_mpr or use_vfc or use_curv):
         return {"q": qf(obs, actions), **terms}
     weights, biases, critics, (batch, obs_dim) = list(qf.weights), list(qf.biases), qf.num_critics, obs.shape
     w_state, w_action = weights[0][:, :obs_dim], weights[0][:, obs_dim:]  # first-layer rows of s and of a
-    # z_l: pre-activations of hidden layer l, over the states [s; s + eps; s'] at the stored a (a W_a + b_0 once)
+    # z_l (critics, rows * B, H_l): pre-activations of layer l at [s; s + eps; s'] and the stored a (a W_a + b_0 once)
     states = torch.cat([obs, *([obs + state_noise] if use_mpr else []), *([next_obs] if use_vfc else [])])
     action_part = torch.baddbmm(biases[0], actions.expand(critics, -1, -1), w_action).unsqueeze(1)
     z = [(torch.matmul(states, w_state).unflatten(1, (-1, batch)) + action_part).flatten(1, 2)]
@@ -375,8 +376,8 @@ def main(args: Args) -> dict:
     args = resolve_args(args)
     # ===== PAVE begin =====
     args = resolve_pave_args(args)
-    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile") if args.pave_compile \
-        else pave_terms
+    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile") \
+        if args.pave_compile and any((args.lam_mpr, args.lam_vfc, args.lam_curv)) else pave_terms
     # ===== PAVE end =====
     run_name = args.run_name or (args.resume and find_resumable_run(args.env_id, args.exp_name, args.seed)) or \
         f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
@@ -525,7 +526,7 @@ def main(args: Args) -> dict:
                                  "pave_curv": args.lam_curv * pave["curv"]}
                 nonfinite_guard.check(**pave_weighted)  # so that a stop names the term that went NaN/Inf
                 qf_losses = critic_loss_fn(data, noises[0], pave["q"])  # Q(s, a) from PAVE's forward: no second pass
-                qf_loss = 0.5 * qf_losses.sum() + sum(pave_weighted.values())  # 0.5: SB3's, as in the base
+                qf_loss = 0.5 * qf_losses.sum() + sum(pave_weighted.values())  # SB3's 0.5, which the lambdas assume
                 # ===== PAVE end =====
 
                 # optimize the model

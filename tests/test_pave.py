@@ -279,12 +279,15 @@ def test_scripts_train_on_hopper_and_log_the_terms(script, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_all_zero_weights_reproduce_the_base_run(script, tmp_path, monkeypatch):
-    """No PAVE randomness is drawn and the loss is the TD loss, so the run is the base's, update for update."""
+def test_all_zero_weights_reproduce_the_base_run(script, tmp_path, monkeypatch, capsys):
+    """No PAVE randomness is drawn and the loss is the TD loss, so the run is the base's, update for update; with
+    the default --pave-compile nothing is compiled either (a compiled forward need not match the eager one bit for
+    bit)."""
     base = script.replace("_pave", "")
     base_results, base_dir = tiny_run(base, "Pendulum-v1", tmp_path, monkeypatch, save_model=True)
     pave_results, pave_dir = tiny_run(script, "Pendulum-v1", tmp_path, monkeypatch, save_model=True,
-                                      lam_mpr=0.0, lam_vfc=0.0, lam_curv=0.0)
+                                      lam_mpr=0.0, lam_vfc=0.0, lam_curv=0.0, pave_compile=True)
+    assert "compiled the PAVE loss" not in capsys.readouterr().out
     assert pave_results["eval"]["episode_returns"] == base_results["eval"]["episode_returns"]
     base_model = torch.load(base_dir / f"{base}.cleanrl_model", weights_only=False)
     pave_model = torch.load(pave_dir / f"{script}.cleanrl_model", weights_only=False)
