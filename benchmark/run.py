@@ -51,7 +51,17 @@ class StateFile:
         self.locking = True
 
     def _read(self) -> dict[str, dict]:
-        return json.loads(self.path.read_text())["runs"] if self.path.exists() else {}
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text())["runs"]
+        except (ValueError, KeyError, TypeError) as error:  # the state only reports: results.json decides what to skip
+            kept = self.path.with_name(f"{self.path.name}.unreadable-{int(time.time())}")
+            os.replace(self.path, kept)
+            print(f"warning: {self.path} is unreadable ({type(error).__name__}: {error}); kept as {kept.name}, "
+                  f"starting a new one (finished runs are still skipped by their results.json)",
+                  file=sys.stderr, flush=True)
+            return {}
 
     def update(self, run: Run, **fields) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

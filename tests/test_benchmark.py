@@ -409,3 +409,18 @@ def test_runners_sharing_an_output_folder_keep_each_others_state(tmp_path):
         assert process.wait(timeout=120) == 0, process.stderr.read()
     runs = json.loads(path.read_text())["runs"]
     assert len(runs) == 120 and {entry["status"] for entry in runs.values()} == {"done"}
+
+
+def test_an_unreadable_state_file_is_kept_aside_and_replaced(tmp_path, capsys):
+    """A damaged state file (say, from an older runner killed mid-write) neither stops the runner nor is lost."""
+    from benchmark.grid import Run
+    from benchmark.run import StateFile
+
+    path = tmp_path / "state" / "suite.json"
+    path.parent.mkdir()
+    path.write_text('{"runs": {}}\n}')  # valid JSON followed by stray text, as a clobbered write leaves it
+    state = StateFile(path)
+    state.update(Run("Pendulum-v1__td3_continuous__1", "Pendulum-v1", "td3_continuous", 1, "", {}), status="done")
+    assert "is unreadable" in capsys.readouterr().err
+    assert json.loads(path.read_text())["runs"]["Pendulum-v1__td3_continuous__1"]["status"] == "done"
+    assert [kept.read_text() for kept in path.parent.glob("suite.json.unreadable-*")] == ['{"runs": {}}\n}']
