@@ -96,7 +96,8 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
     columns = min(3, len(envs))
     rows = math.ceil(len(envs) / columns)
     # at least 6 inches wide, so a one-env figure still has room for its title
-    figure = Figure(figsize=(max(4.2 * columns, 6.0), 3.2 * rows + 0.6), layout="constrained")
+    width = max(4.2 * columns, 6.0)
+    figure = Figure(figsize=(width, 3.2 * rows + 0.6), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     for axis, env in zip(axes, envs):
         panel = summary[summary["env"] == env]
@@ -118,7 +119,9 @@ def _figure(summary: pd.DataFrame, metric: str, ylabel: str) -> Figure:
     for axis in axes[: len(envs)]:
         for handle, label in zip(*axis.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    figure.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=min(len(legend), 6))
+    # about 1.9 inches per entry ("SAC PAVE [mpr+vfc]" is the longest): more columns would run off the figure's edges
+    figure.legend(legend.values(), legend.keys(), loc="outside lower center",
+                  ncols=max(1, min(len(legend), 6, int(width // 1.9))))
     low, high = int(summary["n_seeds"].min()), int(summary["n_seeds"].max())
     seeds = f"{low} seed" if low == high == 1 else f"{low} seeds" if low == high else f"{low}-{high} seeds"
     figure.suptitle(f"{ylabel}: mean ± std over {seeds}")
