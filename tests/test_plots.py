@@ -430,7 +430,6 @@ def test_curve_legend_names_backbone_and_method_title_the_seeds_markers_the_eval
     assert both.get_suptitle() == "sm: mean ± std over 2-3 seeds"
 
 
-
 def test_curve_legend_stays_inside_a_one_env_figure(runs_dir):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -443,6 +442,7 @@ def test_curve_legend_stays_inside_a_one_env_figure(runs_dir):
     legend = figure.legends[0].get_window_extent(canvas.get_renderer())
     assert len(figure.legends[0].get_texts()) == 6
     assert 0 <= legend.x0 and legend.x1 <= figure.bbox.x1 and 0 <= legend.y0, (legend, figure.bbox)
+
 
 def test_curve_mean_and_std_over_seeds(runs_dir):
     summary = curve_summary(load_runs(runs_dir), "eval/episodic_return")
