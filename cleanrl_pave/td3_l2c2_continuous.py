@@ -220,13 +220,15 @@ class QNetwork(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(num_critics, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(num_critics, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, num_critics: Optional[int] = None) -> torch.Tensor:
+        """Q_i(s, a) of the first `num_critics` critics (default: all), (num_critics, B)."""
+        num_critics = num_critics or self.num_critics
         x = torch.cat([obs, actions], -1)
         if x.dim() == 2:
-            x = x.expand(self.num_critics, *x.shape)
+            x = x.expand(num_critics, *x.shape)
         last = len(self.weights) - 1
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias, x, weight)
+            x = torch.baddbmm(bias[:num_critics], x, weight[:num_critics])
             if index < last:
                 x = self.activation_fn(x)
         return x.squeeze(-1)
@@ -411,7 +413,7 @@ def main(args: Args) -> dict:
         return ((qf_a_values - next_q_value) ** 2).mean(1)
 
     def actor_loss_fn(data: dict) -> torch.Tensor:
-        return -qf(data["obs"], actor(data["obs"]))[0].mean()
+        return -qf(data["obs"], actor(data["obs"]), num_critics=1)[0].mean()  # Q1 alone: half the critic work
 
     if args.compile:
         critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", "--no-compile")

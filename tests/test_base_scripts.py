@@ -69,6 +69,31 @@ def test_same_seed_gives_identical_results(script, tmp_path, monkeypatch):
     assert first[0]["episode_returns"] != other[0]["episode_returns"]
 
 
+@pytest.mark.parametrize("script", ["td3_continuous", "td3_sn_critic_continuous"])
+def test_td3_critics_are_independent_mlps_and_the_actor_loss_uses_q1_alone(script):
+    """Each row of the stacked critic is its own MLP (checked layer by layer with F.linear); num_critics=1 gives Q1
+    alone, and the TD3 actor-loss gradient through it equals the one through Q1 of the full stacked forward."""
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    torch.manual_seed(0)
+    actor, qf = module.make_agent(module.Args(hidden_sizes=(16, 12)), 5, 2)
+    actor, qf = actor.double(), qf.double()
+    obs, actions = torch.randn(7, 5, dtype=torch.float64), torch.rand(7, 2, dtype=torch.float64) * 2 - 1
+    weights = qf.normalized_weights() if hasattr(qf, "normalized_weights") else list(qf.weights)
+    for critic in range(2):
+        x = torch.cat([obs, actions], -1)
+        for index, (weight, bias) in enumerate(zip(weights, qf.biases)):
+            x = torch.nn.functional.linear(x, weight[critic].T, bias[critic, 0])
+            x = torch.nn.functional.silu(x) if index < len(weights) - 1 else x
+        torch.testing.assert_close(qf(obs, actions)[critic], x[:, 0], rtol=1e-12, atol=1e-12)
+        if critic == 0:
+            torch.testing.assert_close(qf(obs, actions, num_critics=1), x[:, 0][None], rtol=1e-12, atol=1e-12)
+    gradients = []
+    for q1 in (lambda a: qf(obs, a)[0], lambda a: qf(obs, a, num_critics=1)[0]):
+        gradients.append(torch.autograd.grad(-q1(actor(obs)).mean(), list(actor.parameters())))
+    for stacked, alone in zip(*gradients):
+        torch.testing.assert_close(alone, stacked, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("env_id, to_env", [("Pendulum-v1", lambda a: 2.0 * a), ("Hopper-v5", lambda a: a)])
 def test_replay_buffer_holds_true_transitions_with_termination_only_dones(env_id, to_env, tmp_path):
     # Warm-up only (random actions): replaying the stored actions in a fresh env must reproduce every stored
