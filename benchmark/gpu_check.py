@@ -1,15 +1,19 @@
 """Every training script checked on the GPU, and the speed of the bases and PAVE measured there, in one call.
 
-1. Every script runs past learning_starts on Pendulum-v1, in this process, under benchmark/device_check.py's
-   UpdatePathChecker with the GPU as the model's device: it must finish and write results.json, every tensor its
+1. Every script runs past learning_starts on Pendulum-v1, in a pool of worker processes, under
+   benchmark/device_check.py's UpdatePathChecker with the GPU as the model's device: it must finish and write results.json, every tensor its
    update block makes must be on the GPU (none elsewhere), nothing may be read back to the host outside logging, and
    it must have allocated GPU memory. Each run also writes a checkpoint, evaluates twice and logs critic geometry.
 2. Paths only a GPU run takes: resuming from a GPU checkpoint (the bases and PAVE: generator state, fused Adam state,
    replay buffer), the PAVE non-finite guard (fused Adam's found_inf on the GPU), and whether the same seed gives the
-   same evaluation twice on the GPU (reported; only the CPU promises it).
-3. Learning-phase steps per second on Hopper-v5 of the TD3 and SAC bases and PAVE with benchmark/speed.py: eager,
-   compiled (--compile), and with only the PAVE loss compiled where a script has --pave-compile. The steady rate
-   between logged steps leaves compilation out.
+   same evaluation twice on the GPU (reported; only the CPU promises it). While stages 1 and 2 run, every compiled
+   speed variant runs once briefly on Hopper-v5 so that stage 3 finds its kernels compiled (torch's inductor and
+   Triton caches); those cold compile times are reported.
+3. Learning-phase steps per second on Hopper-v5 of the TD3 and SAC bases and PAVE with benchmark/speed.py, one run at
+   a time: eager, with only the PAVE loss compiled (the PAVE scripts' default), with the losses compiled and replayed
+   as CUDA graphs (--cudagraphs), and compiled without graphs (--compile). The steady rate between logged steps leaves
+   compilation out. The last logged TD loss of each run is reported too: modes that run the same kernels give the
+   same number.
 
 It prints the tables and writes gpu_check.json and gpu_check.md (rewritten after each stage) to --out.
 
@@ -21,10 +25,12 @@ It prints the tables and writes gpu_check.json and gpu_check.md (rewritten after
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import gc
 import importlib
 import json
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -42,7 +48,7 @@ SCRIPTS = sorted(path.stem for path in (REPO / "cleanrl_pave").glob("*_continuou
 SPEED_SCRIPTS = ("td3_continuous", "td3_pave_continuous", "sac_continuous", "sac_pave_continuous")
 RESUMED_SCRIPTS = SPEED_SCRIPTS
 GUARDED_SCRIPTS = ("td3_pave_continuous", "sac_pave_continuous")
-MODES = ("eager", "compile", "pave-compile")
+MODES = ("eager", "pave-compile", "cudagraphs", "compile")  # the order of the runs: the most wanted first
 
 
 def has_field(script: str, name: str) -> bool:
@@ -51,13 +57,15 @@ def has_field(script: str, name: str) -> bool:
 
 
 def mode_flags(script: str, mode: str) -> list[str] | None:
-    """The flags of a speed mode for `script`, or None if the mode does not apply to it. Whether the script has a
-    separate --pave-compile flag is read from its Args, so this works with and without one."""
+    """The flags of a speed mode for `script`, or None if the mode does not apply to it. Whether the script has
+    --pave-compile and --cudagraphs is read from its Args, so this works for older checkouts too."""
     pave_flag = has_field(script, "pave_compile")
     if mode == "eager":
         return ["--no-compile", *(["--no-pave-compile"] if pave_flag else [])]
     if mode == "compile":
         return ["--compile", *(["--pave-compile"] if pave_flag else [])]
+    if mode == "cudagraphs":
+        return ["--cudagraphs", *(["--pave-compile"] if pave_flag else [])] if has_field(script, "cudagraphs") else None
     return ["--no-compile", "--pave-compile"] if pave_flag else None
 
 
@@ -149,6 +157,58 @@ def repeat_check(script: str, settings: dict) -> dict:
     return record
 
 
+def device_paths(script: str, settings: dict, guard: bool) -> list[dict]:
+    """Stage 2 for one script: the guard check, or the repeat check and then the resume check (which removes the
+    stage-1 results.json that the repeat check compares with)."""
+    if guard:
+        return [guard_check(script, {**settings, "checkpoint_freq": 0})]
+    return [repeat_check(script, settings), resume_check(script, settings)]
+
+
+def warm_compile(script: str, flags: list[str], env_id: str, extra: list[str]) -> dict:
+    """A short run of a compiled speed variant, with the speed runs' shapes, that fills torch's compile caches."""
+    record = {"script": script, "flags": flags}
+    with tempfile.TemporaryDirectory(prefix="warm_compile_") as workdir:
+        try:
+            output = speed.run(script, ["--env-id", env_id, "--learning-starts", "100", "--total-timesteps", "200",
+                                        "--eval-episodes", "1", "--run-name", "warm", *flags, *extra],
+                               pathlib.Path(workdir))
+            record["compile_s"] = sum(float(seconds) for _, seconds in speed.COMPILE_LINE.findall(output))
+        except SystemExit as error:
+            record["error"] = str(error)[:300]
+    return record
+
+
+def in_workdir(workdir: str, task, *args):
+    os.chdir(workdir)
+    return task(*args)
+
+
+def run_pool(tasks: list[tuple], workers: int, workdir: str, report_done) -> list:
+    """Run (function, *args) tasks in `workers` fresh processes (spawned: each initialises CUDA itself) inside
+    `workdir`; returns their results in task order, calling report_done(result) as each one finishes."""
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(in_workdir, workdir, *task) for task in tasks]
+        for future in concurrent.futures.as_completed(futures):
+            report_done(future.result())
+        return [future.result() for future in futures]
+
+
+def print_stage_one(row: dict) -> None:
+    if "flags" in row:
+        outcome = row.get("error") or f"compiled in {row['compile_s']:.1f} s"
+        print(f"[compile] {row['script']:32s} {' '.join(row['flags'])}: {outcome}", flush=True)
+    else:
+        print(f"[stage 1] {row['script']:32s} {'ok' if row['ok'] else 'FAILED'} {row['seconds']:6.1f} s "
+              f"{row['tensor_devices']} {'; '.join(row['problems'])}", flush=True)
+
+
+def print_stage_two(rows: list[dict]) -> None:
+    for row in rows:
+        print(f"[stage 2] {row['script']:32s} {row['check']}: {'ok' if row['ok'] else 'FAILED'} "
+              f"({row['detail']})", flush=True)
+
+
 def environment(device: str) -> dict:
     return {
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
@@ -171,8 +231,12 @@ def speed_rows(samples: dict, failures: dict, variants: dict[tuple[str, str], li
     for script, mode in variants:
         name, base = label(script, mode), script.replace("_pave", "")
         base_name = label(base, mode if (base, mode) in variants else "eager")
+        last_losses = [sample["qf1_loss"] for sample in samples[name] if "qf1_loss" in sample]
+        notes = {note for sample in samples[name] for note in sample.get("compile_notes", [])}
         rows.append({"script": script, "mode": mode, "flags": variants[script, mode], "steady_sps": steady[name],
-                     "sps": whole[name], "samples": len(samples[name]), "error": failures.get(name),
+                     "sps": whole[name], "samples": len(samples[name]),
+                     "error": "; ".join(filter(None, [failures.get(name), *sorted(notes)]))[:400] or None,
+                     "last_qf1_loss": last_losses[0] if last_losses else float("nan"),
                      "vs_eager": steady[name] / steady.get(label(script, "eager"), float("nan")),
                      "step_time_vs_base": steady.get(base_name, float("nan")) / steady[name]
                      if script != base else None})
@@ -190,6 +254,11 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row['script']} | {'yes' if row['ok'] else 'NO'} | {row['seconds']:.1f} | "
                      f"{row['tensor_devices']} | {peak} | {row.get('eval_return', float('nan')):.1f} | "
                      f"{'; '.join(row['problems'])[:300]} |")
+    if report.get("compile_warmups"):
+        lines += ["", "## Compilation of the speed variants (cold caches, while stages 1 and 2 ran)", "",
+                  "| script | flags | compile s | error |", "|---|---|--:|---|"]
+        lines += [f"| {row['script']} | {' '.join(row['flags'])} | {row.get('compile_s', float('nan')):.1f} | "
+                  f"{row.get('error', '')} |" for row in report["compile_warmups"]]
     if report.get("device_paths"):
         lines += ["", "## Device paths", "", "| script | check | ok | detail |", "|---|---|---|---|"]
         lines += [f"| {row['script']} | {row['check']} | {'yes' if row['ok'] else 'NO'} | {row['detail']} |"
@@ -198,14 +267,16 @@ def markdown(report: dict) -> str:
         settings = report["speed_settings"]
         lines += ["", f"## Learning-phase speed, {settings['env_id']}: median of {settings['repetitions']} x "
                       f"{settings['steps']} learning steps after a {settings['warmup']}-step warm-up", "",
-                  "| script | mode | steady SPS | run SPS | runs | vs eager | step time vs base | error |",
-                  "|---|---|--:|--:|--:|--:|--:|---|"]
+                  "| script | mode | steady SPS | run SPS | runs | vs eager | step time vs base | last qf1_loss | error |",
+                  "|---|---|--:|--:|--:|--:|--:|--:|---|"]
         for row in report["speed"]:
             ratio = f"{row['step_time_vs_base']:.2f}x" if row["step_time_vs_base"] is not None else "-"
             lines.append(f"| {row['script']} | {row['mode']} | {row['steady_sps']:.1f} | {row['sps']:.1f} | "
-                         f"{row['samples']} | {row['vs_eager']:.2f}x | {ratio} | {row['error'] or ''} |")
+                         f"{row['samples']} | {row['vs_eager']:.2f}x | {ratio} | {row['last_qf1_loss']:.6g} | "
+                         f"{row['error'] or ''} |")
         lines += ["", "steady SPS: the timed steps after 100 untimed ones (no compilation, no final evaluation); "
-                      "run SPS: the whole resumed run as results.json reports it."]
+                      "run SPS: the whole resumed run as results.json reports it; last qf1_loss: the TD loss logged "
+                      "at the last timed step of the first repetition (same kernels, same number)."]
     return "\n".join(lines) + "\n"
 
 
@@ -227,6 +298,7 @@ def main() -> None:
     parser.add_argument("--speed-steps", type=int, default=1000)
     parser.add_argument("--repetitions", type=int, default=2)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--workers", type=int, default=8, help="stages 1 and 2: processes at a time")
     parser.add_argument("--budget-s", type=float, default=400.0,
                         help="no speed run starts after this many seconds from the start")
     args = parser.parse_args()
@@ -249,33 +321,25 @@ def main() -> None:
     if args.hidden_sizes:
         settings["hidden_sizes"] = tuple(args.hidden_sizes)
 
-    with tempfile.TemporaryDirectory(prefix="gpu_check_") as workdir:
-        os.chdir(workdir)
-        report["scripts"] = []
-        for script in args.scripts:
-            report["scripts"].append(check_script(script, settings, args.device))
-            row = report["scripts"][-1]
-            print(f"[stage 1] {script:32s} {'ok' if row['ok'] else 'FAILED'} {row['seconds']:6.1f} s "
-                  f"{row['tensor_devices']} {'; '.join(row['problems'])}", flush=True)
-        write(report, out)
-
-        report["device_paths"] = []
-        passed = {row["script"] for row in report["scripts"] if row["ok"]}
-        for script in (script for script in RESUMED_SCRIPTS if script in passed):
-            report["device_paths"].append(repeat_check(script, settings))
-            report["device_paths"].append(resume_check(script, settings))
-        for script in (script for script in GUARDED_SCRIPTS if script in args.scripts):
-            report["device_paths"].append(guard_check(script, {**settings, "checkpoint_freq": 0}))
-        for row in report["device_paths"]:
-            print(f"[stage 2] {row['script']:32s} {row['check']}: {'ok' if row['ok'] else 'FAILED'} "
-                  f"({row['detail']})", flush=True)
-        write(report, out)
-        os.chdir(REPO)
-
     variants = {(script, mode): flags for mode in args.modes for script in SPEED_SCRIPTS
                 if (flags := mode_flags(script, mode)) is not None}
     extra = ["--no-cuda"] if args.device == "cpu" else []
     extra += ["--hidden-sizes", *map(str, args.hidden_sizes)] if args.hidden_sizes else []
+    warmups = [(warm_compile, script, flags, args.speed_env_id, extra)
+               for (script, mode), flags in variants.items() if mode != "eager"]
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as workdir:
+        done = run_pool([(check_script, script, settings, args.device) for script in args.scripts] + warmups,
+                        args.workers, workdir, print_stage_one)
+        report["scripts"], report["compile_warmups"] = done[:len(args.scripts)], done[len(args.scripts):]
+        write(report, out)
+
+        passed = {row["script"] for row in report["scripts"] if row["ok"]}
+        tasks = [(device_paths, script, settings, False) for script in RESUMED_SCRIPTS if script in passed]
+        tasks += [(device_paths, script, settings, True) for script in GUARDED_SCRIPTS if script in args.scripts]
+        report["device_paths"] = [row for rows in run_pool(tasks, args.workers, workdir, print_stage_two)
+                                  for row in rows]
+        write(report, out)
+
     report["speed_settings"] = {"env_id": args.speed_env_id, "warmup": args.speed_warmup, "steps": args.speed_steps,
                                 "repetitions": args.repetitions, "flags": extra}
     print(f"[stage 3] {len(variants)} speed variants on {args.speed_env_id}, "

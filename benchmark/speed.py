@@ -37,6 +37,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LOG_FREQ = 50  # the timed window starts and ends on logged steps; a multiple of TD3's policy_frequency and SAC's 50
 COMPILE_LINE = re.compile(r"^compiled (.+) in ([0-9.]+) s", re.M)
+# what a run says of compilation gone wrong: the fallback's warning, or torch's reasons for not using CUDA graphs
+COMPILE_NOTE = re.compile(r"^.*(?:could not compile|skipping cudagraphs|cudagraphs? .*(?:fail|skip|disabl)).*$",
+                          re.M | re.I)
 
 
 def script_path(script: str) -> pathlib.Path:
@@ -47,7 +50,7 @@ def script_path(script: str) -> pathlib.Path:
 
 
 def run(script: str, flags: list[str], cwd: pathlib.Path) -> str:
-    """Run `script` with `flags`; its standard output. The script's own checkout comes first on PYTHONPATH, the
+    """Run `script` with `flags`; its standard output, then its standard error. The script's own checkout comes first on PYTHONPATH, the
     caller's after it (packages may live there, e.g. wheels installed with --target)."""
     path = script_path(script)
     python_path = os.pathsep.join(filter(None, [str(path.parents[1]), os.environ.get("PYTHONPATH")]))
@@ -55,25 +58,26 @@ def run(script: str, flags: list[str], cwd: pathlib.Path) -> str:
                             env={**os.environ, "PYTHONPATH": python_path})
     if result.returncode != 0:
         raise SystemExit(f"error: {script} failed: {result.stderr.strip().splitlines()[-1:]}")
-    return result.stdout
+    return result.stdout + result.stderr
 
 
-def steady_sps(run_dir: pathlib.Path, first: int, last: int) -> float:
+def steady_sps(run_dir: pathlib.Path, first: int, last: int) -> tuple[float, float]:
     """Steps per second from logged step `first` to logged step `last`, by the wall-clock stamps of the run's
-    losses/qf1_loss events (written at log time)."""
+    losses/qf1_loss events (written at log time), and the loss logged at `last`."""
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # not the notice of the events a resume purged
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    wall = {event.step: event.wall_time for event in accumulator.Scalars("losses/qf1_loss")}
-    return (last - first) / (wall[last] - wall[first])
+    events = {event.step: event for event in accumulator.Scalars("losses/qf1_loss")}
+    return (last - first) / (events[last].wall_time - events[first].wall_time), events[last].value
 
 
 def measure(variants: dict[str, tuple[str, list[str]]], env_id: str, warmup: int, steps: int, repetitions: int,
             extra: list[str], workdir: pathlib.Path, deadline: float = float("inf"),
             untimed: int = 100) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Rate samples per variant (label -> (script, flags of this variant alone)) from `repetitions` resumed runs of
-    `untimed` + `steps` learning steps, each sample {"steady_sps": over the timed steps, "sps": the whole run's,
-    "compile_s": what the run printed}. `extra` flags go to every run, the warm-ups too; no run starts after
+    `untimed` + `steps` learning steps, each sample {"steady_sps": over the timed steps, "qf1_loss": the TD loss logged
+    at the last one, "sps": the whole run's, "compile_s": what the run printed, "compile_notes": the run's lines on
+    compilation gone wrong}. `extra` flags go to every run, the warm-ups too; no run starts after
     `deadline` (time.monotonic()). A variant whose run fails gets no more runs; returns (samples, the error of each
     failed variant)."""
     common = ["--env-id", env_id, "--learning-starts", str(warmup), "--eval-freq", "0", "--eval-episodes", "1",
@@ -105,9 +109,11 @@ def measure(variants: dict[str, tuple[str, list[str]]], env_id: str, warmup: int
                 failures[label] = str(error)
                 print(f"  {label} failed: {error}", flush=True)
                 continue
-            sample = {"steady_sps": steady_sps(workdir / "runs" / name, first, last),
+            rate, last_loss = steady_sps(workdir / "runs" / name, first, last)
+            sample = {"steady_sps": rate, "qf1_loss": last_loss,
                       "sps": json.loads((workdir / "runs" / name / "results.json").read_text())["sps"],
-                      "compile_s": sum(float(seconds) for _, seconds in COMPILE_LINE.findall(output))}
+                      "compile_s": sum(float(seconds) for _, seconds in COMPILE_LINE.findall(output)),
+                      "compile_notes": list(dict.fromkeys(COMPILE_NOTE.findall(output)))[:3]}
             samples[label].append(sample)
             print(f"  repetition {repetition + 1}/{repetitions}  {label:40s} {sample['steady_sps']:8.1f} steady SPS "
                   f"{sample['sps']:8.1f} run SPS  (compiled in {sample['compile_s']:.1f} s)", flush=True)

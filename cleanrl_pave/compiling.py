@@ -8,16 +8,27 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.utils._pytree
 
 
-def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str) -> Callable:
+def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs: bool = False) -> Callable:
     """`fn` compiled with torch.compile. The first call compiles its forward AND backward (which torch would otherwise
     compile at the first backward, outside this guard) and prints the time once. If compiling fails (no C++ compiler,
     an unsupported platform, an error inside the compiler), one warning line says why and `fn` runs eager from then
     on: a run never dies of its compiler. The first call runs `fn` twice (one forward only feeds the warm-up
     backward), so `fn` must be free of side effects, and no tensor argument may depend on the parameters of a module
-    argument (the warm-up backward would free that graph before the real one)."""
-    compiled = torch.compile(fn)
+    argument (the warm-up backward would free that graph before the real one).
+
+    cudagraphs: compile in mode "reduce-overhead", which on a GPU records the compiled forward and backward as CUDA
+    graphs and replays them, one launch for all their kernels (on a CPU it is plain compilation). A replay overwrites
+    the outputs of the last one, so the outputs are returned as copies that the caller may keep across steps."""
+    if cudagraphs:
+        graphed = torch.compile(fn, mode="reduce-overhead")
+
+        def compiled(*args):
+            return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, graphed(*args))
+    else:
+        compiled = torch.compile(fn)
     chosen = None
 
     def call(*args):
@@ -34,7 +45,8 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str) -> Callabl
                   f"({opt_out_flag} skips compiling and this warning)", file=sys.stderr, flush=True)
             chosen = fn
             return fn(*args)
-        print(f"compiled {what} in {time.perf_counter() - start:.1f} s (once per process)", flush=True)
+        print(f"compiled {what} in {time.perf_counter() - start:.1f} s (once per process"
+              f"{'; CUDA graphs' if cudagraphs else ''})", flush=True)
         chosen = compiled
         return outputs
 

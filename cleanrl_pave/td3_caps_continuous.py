@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -54,6 +55,9 @@ class Args:
     """CPU threads for torch: 1 is safe when runs share the machine; more is faster only for a run alone (README)"""
     compile: bool = False
     """if toggled, the loss computations are compiled with torch.compile"""
+    cudagraphs: bool = False
+    """if toggled, the losses are compiled as with --compile, in torch.compile's "reduce-overhead" mode: on a GPU their
+    kernels are recorded once as CUDA graphs and replayed (README "GPU"); on a CPU it is --compile"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "cleanrl_pave"
@@ -353,6 +357,8 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     numpy_rng = np.random.default_rng(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.cudagraphs and device.type != "cuda":
+        print("warning: --cudagraphs needs a GPU; on the CPU the losses are only compiled", file=sys.stderr)
     torch_generator = torch.Generator(device).manual_seed(args.seed)
 
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -381,9 +387,10 @@ def main(args: Args) -> dict:
     def actor_loss_fn(data: dict) -> torch.Tensor:
         return -qf(data["obs"], actor(data["obs"]), num_critics=1)[0].mean()  # Q1 alone: half the critic work
 
-    if args.compile:
-        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", "--no-compile")
-        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", "--no-compile")
+    if args.compile or args.cudagraphs:
+        opt_out = "--no-compile --no-cudagraphs"
+        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", opt_out, args.cudagraphs)
+        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", opt_out, args.cudagraphs)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         """Deterministic env-scale action, for evaluation."""

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -58,6 +59,9 @@ class Args:
     """CPU threads for torch: 1 is safe when runs share the machine; more is faster only for a run alone (README)"""
     compile: bool = False
     """if toggled, the loss computations are compiled with torch.compile"""
+    cudagraphs: bool = False
+    """if toggled, the losses are compiled as with --compile, in torch.compile's "reduce-overhead" mode: on a GPU their
+    kernels are recorded once as CUDA graphs and replayed (README "GPU"); on a CPU it is --compile"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "cleanrl_pave"
@@ -401,7 +405,7 @@ def main(args: Args) -> dict:
     # ===== CAPS + PAVE begin =====
     args = resolve_caps_args(args)
     args = resolve_pave_args(args)
-    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile") \
+    pave_terms_fn = compile_with_fallback(pave_terms, "the PAVE loss", "--no-pave-compile", args.cudagraphs) \
         if args.pave_compile and any((args.lam_mpr, args.lam_vfc, args.lam_curv)) else pave_terms
     # ===== CAPS + PAVE end =====
     run_name = args.run_name or (args.resume and find_resumable_run(args.env_id, args.exp_name, args.seed)) or \
@@ -447,6 +451,8 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     numpy_rng = np.random.default_rng(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.cudagraphs and device.type != "cuda":
+        print("warning: --cudagraphs needs a GPU; on the CPU the losses are only compiled", file=sys.stderr)
     torch_generator = torch.Generator(device).manual_seed(args.seed)
 
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -475,9 +481,10 @@ def main(args: Args) -> dict:
     def actor_loss_fn(data: dict) -> torch.Tensor:
         return -qf(data["obs"], actor(data["obs"]), num_critics=1)[0].mean()  # Q1 alone: half the critic work
 
-    if args.compile:
-        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", "--no-compile")
-        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", "--no-compile")
+    if args.compile or args.cudagraphs:
+        opt_out = "--no-compile --no-cudagraphs"
+        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", opt_out, args.cudagraphs)
+        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", opt_out, args.cudagraphs)
 
     def policy(obs: np.ndarray) -> np.ndarray:
         """Deterministic env-scale action, for evaluation."""

@@ -20,14 +20,16 @@ TINY = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=200, eval
 def test_each_mode_sets_the_compile_flags_it_names(script):
     module = importlib.import_module(f"cleanrl_pave.{script}")
     has_pave_flag = hasattr(module.Args(), "pave_compile")
-    expected = {"eager": (False, False), "compile": (True, True), "pave-compile": (False, True)}
+    expected = {"eager": (False, False, False), "compile": (True, True, False), "pave-compile": (False, True, False),
+                "cudagraphs": (False, True, True)}  # (compile, pave_compile, cudagraphs)
+    assert set(MODES) == set(expected)
     for mode in MODES:
         flags = mode_flags(script, mode)
         if mode == "pave-compile" and not has_pave_flag:
             assert flags is None
             continue
         args = tyro.cli(module.Args, args=flags)
-        assert args.compile == expected[mode][0]
+        assert (args.compile, args.cudagraphs) == (expected[mode][0], expected[mode][2])
         if has_pave_flag:
             assert args.pave_compile == expected[mode][1]
 
