@@ -21,7 +21,11 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs
 
     cudagraphs: compile in mode "reduce-overhead", which on a GPU records the compiled forward and backward as CUDA
     graphs and replays them, one launch for all their kernels (on a CPU it is plain compilation). A replay overwrites
-    the outputs of the last one, so the outputs are returned as copies that the caller may keep across steps."""
+    the outputs of the last one, so the outputs are returned as copies that the caller may keep across steps. The
+    first call compiles the forward only, and the backward compiles at the first backward, as torch does by itself:
+    torch's CUDA graph trees take any finished backward for the end of a training step and recycle the memory of the
+    steps before, which a warm-up backward here would do while another compiled function (the PAVE terms under the
+    critic loss) still waits for its backward."""
     if cudagraphs:
         graphed = torch.compile(fn, mode="reduce-overhead")
 
@@ -37,7 +41,8 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs
             return chosen(*args)
         start = time.perf_counter()
         try:
-            _compile_backward(compiled(*args), args)  # on a throwaway forward: its backward may not retain the graph
+            if not cudagraphs:  # on a throwaway forward: its backward may not retain the graph
+                _compile_backward(compiled(*args), args)
             outputs = compiled(*args)
         except Exception as error:  # whatever the compiler raised, the run goes on eager
             reason = (str(error).strip().splitlines() or [""])[0]
@@ -46,7 +51,7 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs
             chosen = fn
             return fn(*args)
         print(f"compiled {what} in {time.perf_counter() - start:.1f} s (once per process"
-              f"{'; CUDA graphs' if cudagraphs else ''})", flush=True)
+              f"{'; mode reduce-overhead' if cudagraphs else ''})", flush=True)
         chosen = compiled
         return outputs
 
