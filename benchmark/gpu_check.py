@@ -1,9 +1,10 @@
 """Every training script checked on the GPU, and the speed of the bases and PAVE measured there, in one call.
 
 1. Every script runs past learning_starts on Pendulum-v1, in a pool of worker processes, under
-   benchmark/device_check.py's UpdatePathChecker with the GPU as the model's device: it must finish and write results.json, every tensor its
-   update block makes must be on the GPU (none elsewhere), nothing may be read back to the host outside logging, and
-   it must have allocated GPU memory. Each run also writes a checkpoint, evaluates twice and logs critic geometry.
+   benchmark/device_check.py's UpdatePathChecker with the GPU as the model's device: it must finish and write
+   results.json, every tensor its update block makes must be on the GPU (none elsewhere), nothing may be read back to
+   the host outside logging, and it must have allocated GPU memory. Each run also writes a checkpoint, evaluates
+   twice and logs critic geometry.
 2. Paths only a GPU run takes: resuming from a GPU checkpoint (the bases and PAVE: generator state, fused Adam state,
    replay buffer), the PAVE non-finite guard (fused Adam's found_inf on the GPU), and whether the same seed gives the
    same evaluation twice on the GPU (reported; only the CPU promises it). While stages 1 and 2 run, every compiled
@@ -267,7 +268,8 @@ def markdown(report: dict) -> str:
         settings = report["speed_settings"]
         lines += ["", f"## Learning-phase speed, {settings['env_id']}: median of {settings['repetitions']} x "
                       f"{settings['steps']} learning steps after a {settings['warmup']}-step warm-up", "",
-                  "| script | mode | steady SPS | run SPS | runs | vs eager | step time vs base | last qf1_loss | error |",
+                  "| script | mode | steady SPS | run SPS | runs | vs eager | step time vs base | last qf1_loss "
+                  "| error |",
                   "|---|---|--:|--:|--:|--:|--:|--:|---|"]
         for row in report["speed"]:
             ratio = f"{row['step_time_vs_base']:.2f}x" if row["step_time_vs_base"] is not None else "-"

@@ -50,8 +50,8 @@ def script_path(script: str) -> pathlib.Path:
 
 
 def run(script: str, flags: list[str], cwd: pathlib.Path) -> str:
-    """Run `script` with `flags`; its standard output, then its standard error. The script's own checkout comes first on PYTHONPATH, the
-    caller's after it (packages may live there, e.g. wheels installed with --target)."""
+    """Run `script` with `flags`; its standard output, then its standard error. The script's own checkout comes
+    first on PYTHONPATH, the caller's after it (packages may live there, e.g. wheels installed with --target)."""
     path = script_path(script)
     python_path = os.pathsep.join(filter(None, [str(path.parents[1]), os.environ.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, str(path), *flags], cwd=cwd, capture_output=True, text=True,

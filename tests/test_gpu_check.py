@@ -57,7 +57,12 @@ def test_speed_rows_compare_with_eager_and_with_the_base():
               ("td3_pave_continuous", "pave-compile"): []}
     samples = {label(*key): [{"sps": value / 2, "steady_sps": value} for value in values]
                for key, values in steady.items()}
+    samples[label("td3_pave_continuous", "compile")][0].update(qf1_loss=0.25, compile_notes=["warning: could not x"])
     rows = {(row["script"], row["mode"]): row for row in speed_rows(samples, {}, variants)}
+    assert rows["td3_pave_continuous", "compile"]["error"] == "warning: could not x"
+    assert rows["td3_pave_continuous", "compile"]["last_qf1_loss"] == 0.25
+    assert rows["td3_continuous", "eager"]["error"] is None
+    assert math.isnan(rows["td3_continuous", "eager"]["last_qf1_loss"])
     assert rows["td3_continuous", "eager"]["steady_sps"] == 200.0 and rows["td3_continuous", "eager"]["sps"] == 100.0
     assert rows["td3_continuous", "compile"]["vs_eager"] == 2.0
     assert rows["td3_continuous", "eager"]["step_time_vs_base"] is None
@@ -74,8 +79,21 @@ def test_speed_measures_each_variant_and_starts_nothing_after_the_deadline(tmp_p
     samples, failures = speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path)
     (sample,) = samples["one thread"]
     assert sample["sps"] > 0 and sample["steady_sps"] > 0  # logged at steps 200 and 300
+    assert math.isfinite(sample["qf1_loss"]) and sample["qf1_loss"] > 0 and sample["compile_notes"] == []
     assert samples["bad flag"] == [] and "td3_continuous failed" in failures["bad flag"]
     (tmp_path / "late").mkdir()
     samples, failures = speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path / "late",
                                       deadline=time.monotonic())
     assert samples == {"one thread": [], "bad flag": []} and failures == {}
+
+
+def test_compile_notes_catch_the_fallback_and_skipped_cuda_graphs_but_not_success():
+    output = "\n".join([
+        "compiled the PAVE loss in 3.0 s (once per process; mode reduce-overhead)",
+        "warning: could not compile the PAVE loss (InductorError: InvalidCxxCompiler: No working C++ compiler); "
+        "running it eager (--no-pave-compile skips compiling and this warning)",
+        "W1129 18:00:00.000000 123 torch/_inductor/cudagraph_trees.py:1 skipping cudagraphs due to mutated inputs",
+        "step 1100/1100  eval return 12.00 +- 0.00  smoothness 0.1000  SPS 120",
+    ])
+    notes = speed.COMPILE_NOTE.findall(output)
+    assert len(notes) == 2 and notes[0].startswith("warning: could not compile") and "mutated inputs" in notes[1]
