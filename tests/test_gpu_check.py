@@ -9,7 +9,7 @@ import pytest
 import tyro
 
 from benchmark import speed
-from benchmark.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, speed_rows
+from benchmark.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, run_pool, speed_rows
 
 TINY = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=200, eval_freq=150, eval_episodes=1,
             log_freq=100, checkpoint_freq=150, geometry_freq=300, hidden_sizes=(32, 32), cuda=False, compile=False,
@@ -39,6 +39,17 @@ def test_a_script_passes_stage_one_on_the_cpu(tmp_path, monkeypatch):
     row = check_script("td3_continuous", TINY, "cpu")
     assert row["ok"] and row["problems"] == [] and row["results_json"], row
     assert set(row["tensor_devices"]) == {"cpu"} and row["findings"] == []
+
+
+def test_the_pool_runs_each_task_in_the_work_folder_and_returns_them_in_order(tmp_path):
+    finished = []
+    rows = run_pool([(check_script, "td3_continuous", TINY, "cpu"),
+                     (check_script, "sac_continuous", {**TINY, "hidden_sizes": (0,)}, "cpu")], 2, str(tmp_path),
+                    finished.append)
+    assert [row["script"] for row in rows] == ["td3_continuous", "sac_continuous"]
+    assert rows[0]["ok"] and not rows[1]["ok"] and sorted(row["script"] for row in finished) == sorted(
+        ["td3_continuous", "sac_continuous"])
+    assert (tmp_path / "runs" / "td3_continuous" / "results.json").is_file()
 
 
 def test_a_failing_script_is_reported_not_raised(tmp_path, monkeypatch):
