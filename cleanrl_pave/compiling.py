@@ -25,7 +25,8 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs
     first call compiles the forward only, and the backward compiles at the first backward, as torch does by itself:
     torch's CUDA graph trees take any finished backward for the end of a training step and recycle the memory of the
     steps before, which a warm-up backward here would do while another compiled function (the PAVE terms under the
-    critic loss) still waits for its backward."""
+    critic loss) still waits for its backward. So with CUDA graphs the fallback covers the forward only: a compiler
+    error in the backward stops the run."""
     if cudagraphs:
         graphed = torch.compile(fn, mode="reduce-overhead")
 
