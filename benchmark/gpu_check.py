@@ -7,20 +7,21 @@
    twice and logs critic geometry.
 2. Paths only a GPU run takes: resuming from a GPU checkpoint (the bases and PAVE: generator state, fused Adam state,
    replay buffer), the PAVE non-finite guard (fused Adam's found_inf on the GPU), and whether the same seed gives the
-   same evaluation twice on the GPU (reported; only the CPU promises it). While stages 1 and 2 run, every compiled
-   speed variant runs once briefly on Hopper-v5 so that stage 3 finds its kernels compiled (torch's inductor and
-   Triton caches); those cold compile times are reported.
+   same evaluation twice on the GPU (reported; only the CPU promises it). Beside stage 1, in the same pool, every
+   compiled speed variant runs once briefly on Hopper-v5 so that stage 3 finds its kernels compiled (torch's inductor
+   and Triton caches); those compile times are reported (the first variants' with cold caches; with --cudagraphs the
+   time printed covers the forward only, as the backward compiles at the first backward).
 3. Learning-phase steps per second on Hopper-v5 of the TD3 and SAC bases and PAVE with benchmark/speed.py, one run at
    a time: eager, with only the PAVE loss compiled (the PAVE scripts' default), with the losses compiled and replayed
-   as CUDA graphs (--cudagraphs), and compiled without graphs (--compile). The steady rate between logged steps leaves
-   compilation out. The last logged TD loss of each run is reported too: modes that run the same kernels give the
-   same number.
+   as CUDA graphs (--cudagraphs), and, if --modes asks, compiled without graphs (--compile). The steady rate between
+   logged steps leaves compilation out. The last logged TD loss of each run is reported too: modes that run the same
+   kernels give the same number, and compiling changes only the last digits.
 
 It prints the tables and writes gpu_check.json and gpu_check.md (rewritten after each stage) to --out.
 
     python -m benchmark.gpu_check --out $OUT      # on the GPU machine, through benchmark/gpu_check.sh
     python -m benchmark.gpu_check --device cpu --steps 300 --learning-starts 200 --hidden-sizes 32 32 \\
-        --speed-warmup 200 --speed-steps 300 --repetitions 1 --out /tmp/gpu_check   # a dry run on a CPU
+        --speed-warmup 200 --speed-steps 300 --workers 2 --out /tmp/gpu_check   # a dry run on a CPU
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ SPEED_SCRIPTS = ("td3_continuous", "td3_pave_continuous", "sac_continuous", "sac
 RESUMED_SCRIPTS = SPEED_SCRIPTS
 GUARDED_SCRIPTS = ("td3_pave_continuous", "sac_pave_continuous")
 MODES = ("eager", "pave-compile", "cudagraphs", "compile")
-# one repetition of these 10 variants fits one ~8-minute call on an H200 machine (each timed run takes about 30 s there)
+# one repetition of these 10 variants should fit one ~9-minute call on an H200 machine (an estimate from two partial
+# calls: stages 1 and 2 took about 130 s, each timed run about 25-30 s)
 DEFAULT_MODES = ("eager", "pave-compile", "cudagraphs")
 
 
@@ -128,8 +130,8 @@ def guard_check(script: str, settings: dict) -> dict:
     """lambda_Curv = 3e38 overflows the critic loss: the run must stop with the guard's message at the logging
     interval and leave a checkpoint with a finite critic (the non-finite updates skipped by fused Adam)."""
     record, name = {"script": script, "check": "non-finite guard stops the run"}, f"{script}_guard"
-    module = importlib.import_module(f"cleanrl_pave.{script}")
     try:
+        module = importlib.import_module(f"cleanrl_pave.{script}")
         module.main(script_args(module, {**settings, "run_name": name, "lam_curv": 3e38}))
         record.update(ok=False, detail="the run did not stop")
     except SystemExit as error:
@@ -177,27 +179,48 @@ def warm_compile(script: str, flags: list[str], env_id: str, extra: list[str]) -
                                         "--eval-episodes", "1", "--run-name", "warm", *flags, *extra],
                                pathlib.Path(workdir))
             record["compile_s"] = sum(float(seconds) for _, seconds in speed.COMPILE_LINE.findall(output))
-        except SystemExit as error:
-            record["error"] = str(error)[:300]
+        except BaseException as error:
+            record["error"] = f"{type(error).__name__}: {error}"[:300]
     return record
 
 
 def in_workdir(workdir: str, task, *args):
+    """A pool worker's job: `task(*args)` with `workdir` as the current directory (the runs/ of every stage)."""
     os.chdir(workdir)
     return task(*args)
 
 
+def failed_task(task: tuple, error: BaseException):
+    """The result of a task whose worker died (or whose function raised after all): a failed row of its kind."""
+    function, script, *_ = task
+    reason = f"{type(error).__name__}: {error}"[:300]
+    if function is check_script:
+        return {"script": script, "ok": False, "problems": [reason], "error": reason, "seconds": float("nan"),
+                "results_json": False, "findings": [], "tensor_devices": {}, "gpu_peak_mib": None}
+    if function is warm_compile:
+        return {"script": script, "flags": task[2], "error": reason}
+    return [{"script": script, "check": "stage 2", "ok": False, "detail": reason}]
+
+
 def run_pool(tasks: list[tuple], workers: int, workdir: str, report_done) -> list:
     """Run (function, *args) tasks in `workers` fresh processes (spawned: each initialises CUDA itself) inside
-    `workdir`; returns their results in task order, calling report_done(result) as each one finishes."""
+    `workdir`; returns their results in task order, calling report_done(result) as each one finishes. A task that
+    fails outside its own error handling (a crashed worker) gives a failed row, so the report is still written."""
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(in_workdir, workdir, *task) for task in tasks]
+        futures = {pool.submit(in_workdir, workdir, *task): index for index, task in enumerate(tasks)}
+        results = [None] * len(tasks)
         for future in concurrent.futures.as_completed(futures):
-            report_done(future.result())
-        return [future.result() for future in futures]
+            index = futures[future]
+            try:
+                results[index] = future.result()
+            except BaseException as error:
+                results[index] = failed_task(tasks[index], error)
+            report_done(results[index])
+        return results
 
 
 def print_stage_one(row: dict) -> None:
+    """One line per finished stage-1 check or compile warm-up, as it finishes."""
     if "flags" in row:
         outcome = row.get("error") or f"compiled in {row['compile_s']:.1f} s"
         print(f"[compile] {row['script']:32s} {' '.join(row['flags'])}: {outcome}", flush=True)
@@ -207,6 +230,7 @@ def print_stage_one(row: dict) -> None:
 
 
 def print_stage_two(rows: list[dict]) -> None:
+    """The lines of one finished stage-2 task."""
     for row in rows:
         print(f"[stage 2] {row['script']:32s} {row['check']}: {'ok' if row['ok'] else 'FAILED'} "
               f"({row['detail']})", flush=True)
@@ -258,7 +282,7 @@ def markdown(report: dict) -> str:
                      f"{row['tensor_devices']} | {peak} | {row.get('eval_return', float('nan')):.1f} | "
                      f"{'; '.join(row['problems'])[:300]} |")
     if report.get("compile_warmups"):
-        lines += ["", "## Compilation of the speed variants (cold caches, while stages 1 and 2 ran)", "",
+        lines += ["", "## Compilation of the speed variants (beside stage 1; the first ones with cold caches)", "",
                   "| script | flags | compile s | error |", "|---|---|--:|---|"]
         lines += [f"| {row['script']} | {' '.join(row['flags'])} | {row.get('compile_s', float('nan')):.1f} | "
                   f"{row.get('error', '')} |" for row in report["compile_warmups"]]
@@ -280,7 +304,8 @@ def markdown(report: dict) -> str:
                          f"{row['error'] or ''} |")
         lines += ["", "steady SPS: the timed steps after 100 untimed ones (no compilation, no final evaluation); "
                       "run SPS: the whole resumed run as results.json reports it; last qf1_loss: the TD loss logged "
-                      "at the last timed step of the first repetition (same kernels, same number)."]
+                      "at the last timed step of the first repetition (modes that run the same kernels give the same "
+                      "number; compiling changes the rounding, and so the last digits)."]
     return "\n".join(lines) + "\n"
 
 
@@ -304,7 +329,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES),
                         help="stage 3: these modes, in this order (compile: the losses compiled without CUDA graphs)")
     parser.add_argument("--workers", type=int, default=8, help="stages 1 and 2: processes at a time")
-    parser.add_argument("--budget-s", type=float, default=420.0,
+    parser.add_argument("--budget-s", type=float, default=450.0,
                         help="no speed run starts after this many seconds from the start")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():

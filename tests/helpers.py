@@ -1,5 +1,12 @@
 """Shared by the tests that train scripts."""
 
+import os
+
+
+def exit_abruptly(*args) -> None:
+    """A pool task whose worker process dies without a Python exception (as a crashed worker would)."""
+    os._exit(3)
+
 
 def eager(module) -> dict:
     """Args overrides that run a script's PAVE loss eager: compiling it costs 20-30 s per script and process, so only

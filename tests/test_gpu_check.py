@@ -6,10 +6,12 @@ import math
 import time
 
 import pytest
+import torch
 import tyro
 
 from benchmark import speed
 from benchmark.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, run_pool, speed_rows
+from tests.helpers import exit_abruptly
 
 TINY = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=200, eval_freq=150, eval_episodes=1,
             log_freq=100, checkpoint_freq=150, geometry_freq=300, hidden_sizes=(32, 32), cuda=False, compile=False,
@@ -98,13 +100,26 @@ def test_speed_measures_each_variant_and_starts_nothing_after_the_deadline(tmp_p
     assert samples == {"one thread": [], "bad flag": []} and failures == {}
 
 
-def test_compile_notes_catch_the_fallback_and_skipped_cuda_graphs_but_not_success():
-    output = "\n".join([
-        "compiled the PAVE loss in 3.0 s (once per process; mode reduce-overhead)",
-        "warning: could not compile the PAVE loss (InductorError: InvalidCxxCompiler: No working C++ compiler); "
-        "running it eager (--no-pave-compile skips compiling and this warning)",
-        "W1129 18:00:00.000000 123 torch/_inductor/cudagraph_trees.py:1 skipping cudagraphs due to mutated inputs",
-        "step 1100/1100  eval return 12.00 +- 0.00  smoothness 0.1000  SPS 120",
-    ])
-    notes = speed.COMPILE_NOTE.findall(output)
-    assert len(notes) == 2 and notes[0].startswith("warning: could not compile") and "mutated inputs" in notes[1]
+def test_compile_notes_catch_the_fallback_warning_and_not_success(monkeypatch, capsys):
+    """The pattern against the real lines of compile_with_fallback: its success line and its fallback warning."""
+    from cleanrl_pave.compiling import compile_with_fallback
+
+    def broken_compile(fn, **options):
+        def compiled(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+        return compiled
+
+    for compile_fn, cudagraphs in ((torch.compile, True), (broken_compile, False)):
+        monkeypatch.setattr(torch, "compile", compile_fn)
+        loss = compile_with_fallback(lambda x: (2 * x).sum(), "a test loss", "--no-compile", cudagraphs)
+        assert loss(torch.ones(3)).item() == 6.0
+    output = capsys.readouterr()
+    assert output.out.startswith("compiled a test loss in") and output.err.startswith("warning: could not compile")
+    notes = speed.COMPILE_NOTE.findall(output.out + output.err)
+    assert notes == [output.err.strip()]
+
+
+def test_a_dead_worker_gives_a_failed_row_instead_of_losing_the_report(tmp_path):
+    (failed,) = run_pool([(exit_abruptly, "sac_continuous")], 1, str(tmp_path), lambda row: None)
+    assert failed == [{"script": "sac_continuous", "check": "stage 2", "ok": False, "detail": failed[0]["detail"]}]
+    assert failed[0]["detail"].startswith("BrokenProcessPool")
