@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-KILL_GRACE_S = 10.0
+KILL_GRACE_S = 60.0  # a run saves a checkpoint at the end of its current step on SIGTERM; this bounds the wait
 
 
 class BackendError(RuntimeError):
@@ -55,14 +55,16 @@ def _die_with_parent(parent_pid: int):
 
 
 def start_process(job: Job) -> subprocess.Popen:
-    """Start the run's script with this machine's interpreter, appending its output to the run's log."""
+    """Start the run's script with this machine's interpreter, appending its output to the run's log. The run gets
+    its own session, so a Ctrl-C in the runner's terminal reaches the runner alone, which then sends each run one
+    SIGTERM (a second signal would make a run stop at once, without its checkpoint)."""
     os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
     with open(job.log_path, "a") as log:
         log.write(job.log_header)
         log.flush()
         return subprocess.Popen(
             [sys.executable, *job.script_args], cwd=job.cwd, env={**os.environ, **job.environment},
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
 
 
@@ -92,7 +94,7 @@ class LocalBackend:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        """SIGTERM every child, SIGKILL those still alive after a grace period."""
+        """SIGTERM every child (each saves a checkpoint and exits), SIGKILL those still alive after a grace period."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()

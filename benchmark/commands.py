@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ class LaunchSettings:
     out: Path
     threads: int = 1
     checkpoint_fraction: float = 0.1
+    checkpoint_minutes: float = 10.0
     scripts_dir: Path = SCRIPTS_DIR
     track: bool = False
     wandb_project: str = "cleanrl_pave"
@@ -33,9 +35,13 @@ class LaunchSettings:
         return self.out / "logs" / f"{run.name}.log"
 
     def environment(self) -> dict[str, str]:
-        """Environment overrides: one BLAS/OpenMP thread per process, so N workers use N cores, and live logs."""
+        """Environment overrides: one BLAS/OpenMP thread per process, so N workers use N cores, live logs, and the
+        checkout holding the scripts first on PYTHONPATH, so that a script imports the helper modules of its own
+        checkout (a worktree of a fixed commit, say) rather than those of the installed one."""
         threads = str(self.threads)
-        return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+        python_path = os.pathsep.join(filter(None, [str(self.scripts_dir.parent), os.environ.get("PYTHONPATH")]))
+        return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": python_path}
 
     def script_args(self, run: Run) -> list[str]:
         """The run's command line without the interpreter: script path and flags."""
@@ -43,6 +49,8 @@ class LaunchSettings:
                 "--run-name", run.name, "--resume", "--threads", str(self.threads)]
         if "checkpoint-freq" not in run.flags:
             args += ["--checkpoint-freq", str(self.checkpoint_freq(run))]
+        if "checkpoint-minutes" not in run.flags:  # so that a SIGKILL loses minutes, not a tenth of a run
+            args += ["--checkpoint-minutes", f"{self.checkpoint_minutes:g}"]
         for name, value in run.flags.items():
             args += flag_argv(name, value)
         if self.track:
@@ -62,7 +70,7 @@ class LaunchSettings:
 
     def shell_line(self, run: Run, python: str, skip_done: bool = False, log: bool = False) -> str:
         """A self-contained shell command for the run (cwd, environment, optional log and done-check)."""
-        variables = " ".join(f"{name}={value}" for name, value in self.environment().items())
+        variables = " ".join(f"{name}={shlex.quote(value)}" for name, value in self.environment().items())
         command = f"{variables} {shlex.join([python, *self.script_args(run)])}"
         if log:
             command += f" >> {shlex.quote(str(self.log_path(run)))} 2>&1"

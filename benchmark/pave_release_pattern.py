@@ -126,7 +126,7 @@ def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, 
         td_losses = compile_with_fallback(td_losses, "the critic loss", "running without --compile")
     pave_fn = compile_with_fallback(pave.pave_terms, "the PAVE loss", "--no-pave-compile") if compile_pave \
         else pave.pave_terms
-    guard = NonFiniteGuard(0)
+    guard = NonFiniteGuard()
 
     def update():
         indices = torch.randint(REPLAY_SIZE, (settings["batch"],), generator=generator)

@@ -6,8 +6,9 @@
     python benchmark/run.py --suite ablation --backend slurm --out /scratch/pave
 
 Runs execute with cwd = --out, so run NAME writes ``<out>/runs/NAME/`` (results.json, checkpoint.pt) and
-logs to ``<out>/logs/NAME.log``. Re-running skips runs with a results.json, resumes the others from their
-checkpoints (every run gets --resume and --checkpoint-freq), and retries failures up to --retries times.
+logs to ``<out>/logs/NAME.log``. Re-running skips runs with a results.json, resumes the others exactly from their
+checkpoints (every run gets --resume, --checkpoint-freq and --checkpoint-minutes; SIGINT/SIGTERM make a run save
+one), and retries failures up to --retries times.
 ``<out>/state/<suite>.json`` records every run's status, attempts, exit code and log; a failed run makes the
 runner exit 1 and is listed with its log at the end.
 """
@@ -157,8 +158,8 @@ class Runner:
     def request_stop(self, signum, frame) -> None:
         """SIGINT/SIGTERM: stop starting runs; the loop then kills the running ones and reports."""
         if self.stop_signal is None:
-            print(f"\n{signal.Signals(signum).name}: stopping the running runs (re-run the suite to resume them)",
-                  flush=True)
+            print(f"\n{signal.Signals(signum).name}: stopping the running runs; each saves a checkpoint (re-run the "
+                  "suite to resume them)", flush=True)
         self.stop_signal = signum
 
     def start(self, run: Run, running: dict) -> None:
@@ -233,6 +234,18 @@ class Runner:
         eta = self.suite_eta() if self.pending or self.running else None
         return "" if eta is None else f"; suite ETA {format_duration(eta)}"
 
+    def resumed_runs(self) -> dict[str, list[int]]:
+        """{run name: start step of each of its processes} of the finished runs trained by more than one process."""
+        resumed = {}
+        for run in self.runs:
+            try:
+                segments = json.loads(self.settings.results_path(run).read_text())["segments"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if len(segments) > 1:
+                resumed[run.name] = [segment["start_step"] for segment in segments]
+        return resumed
+
     def summary(self) -> int:
         print(f"\nsuite {self.settings.suite}: {self.total} runs: {len(self.done)} done, {len(self.skipped)} skipped "
               f"(results existed), {len(self.failed)} failed"
@@ -241,6 +254,11 @@ class Runner:
             print("failed runs (see their logs):")
             for name, why in self.failed.items():
                 print(f"  {name}: {why}")
+        resumed = self.resumed_runs()
+        if resumed:
+            print("finished runs that were resumed (each exactly; the steps their processes started from):")
+            for name, steps in resumed.items():
+                print(f"  {name}: {', '.join(map(str, steps))}")
         if self.interrupted:
             print("interrupted runs resume from their checkpoints when the suite is run again:")
             for name in self.interrupted:
@@ -262,6 +280,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (--threads and OMP_NUM_THREADS)")
     parser.add_argument("--checkpoint-fraction", type=float, default=None,
                         help="checkpoint every this fraction of a run's steps (default: the suite's, else 0.1)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="also checkpoint every this many minutes of a run's wall time (0: never; default 10)")
     parser.add_argument("--filter", action="append", default=[], metavar="KEY=PATTERN[,PATTERN]",
                         help="keep runs whose env|script|seed|tag|name matches a glob pattern; repeatable (AND)")
     parser.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE", dest="overrides",
@@ -292,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--retries must be at least 0")
     if args.checkpoint_fraction is not None and not 0 < args.checkpoint_fraction <= 1:
         parser.error("--checkpoint-fraction must be in (0, 1]")
+    if args.checkpoint_minutes < 0:
+        parser.error("--checkpoint-minutes must be at least 0")
     return args
 
 
@@ -306,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = LaunchSettings(
             suite=suite.name, out=out, threads=args.threads,
             checkpoint_fraction=args.checkpoint_fraction or suite.checkpoint_fraction,
+            checkpoint_minutes=args.checkpoint_minutes,
             scripts_dir=args.scripts_dir.resolve(), track=args.track, wandb_project=args.wandb_project_name,
             wandb_entity=args.wandb_entity, wandb_tags=suite.wandb_tags)
         for run in runs:  # build every command now, so a bad suite fails before anything starts

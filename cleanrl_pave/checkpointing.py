@@ -1,7 +1,10 @@
-"""Atomic files, checkpoint lookup and validation, RNG capture, and rebuilding a saved agent.
+"""Atomic files, exact checkpoints, stops on SIGINT/SIGTERM, checkpoint lookup and validation, and rebuilding a
+saved agent.
 
-Not part of any algorithm: every script uses these so that an interrupted run loses nothing and a saved
-model of any script can be reloaded by the analysis tools.
+Not part of any algorithm: every script uses these so that an interrupted run loses nothing and continues exactly
+as it would have run (README: Reproducibility), and a saved model of any script can be reloaded by the analysis tools.
+A checkpoint is one mapping of named stateful parts (networks, optimizers, the replay buffer, the random streams, the
+training env, ...), each saved by its `state_dict()` and restored by its `load_state_dict()`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,14 @@ import os
 import pickle
 import random
 import re
-import tempfile
+import shlex
+import signal
+import sys
+import threading
+import time
+from typing import Optional
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -23,16 +32,16 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def atomic_write(path: str, write) -> None:
-    """Write through `write(file)` into a temporary file beside `path`, then rename it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write through `write(file)` into `.NAME.partial` beside `path`, then rename it over `path`. A write killed
+    midway leaves the old file intact, and its partial file is overwritten by the next write, never piled up."""
+    directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
+    tmp_path = os.path.join(directory, f".{name}.partial")
     try:
-        with os.fdopen(fd, "wb") as file:
+        with open(tmp_path, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(tmp_path, 0o644)  # mkstemp makes owner-only files; results are meant to be shared
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
@@ -55,27 +64,175 @@ def jsonable(config: dict) -> dict:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
 
 
-def rng_state(numpy_rng: np.random.Generator, torch_generator: torch.Generator) -> dict:
-    """Every random state a script draws from: Python, NumPy, torch global, and the script's own generators, as
-    tensors and plain types only, so that checkpoints load with `torch.load(weights_only=True)`."""
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": (name, keys.tolist(), position, has_gauss, cached_gaussian),
-        "torch": torch.get_rng_state(),
-        "numpy_rng": numpy_rng.bit_generator.state,
-        "torch_generator": torch_generator.get_state(),
-    }
+class RandomStreams:
+    """Every random state a script draws from: Python, NumPy and torch global, and the script's own NumPy and torch
+    generators, as tensors and plain types only, so that checkpoints load with `torch.load(weights_only=True)`."""
+
+    def __init__(self, numpy_rng: np.random.Generator, torch_generator: torch.Generator):
+        self.numpy_rng, self.torch_generator = numpy_rng, torch_generator
+
+    def state_dict(self) -> dict:
+        name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        return {
+            "python": random.getstate(),
+            "numpy": (name, keys.tolist(), position, has_gauss, cached_gaussian),
+            "torch": torch.get_rng_state(),
+            "numpy_rng": self.numpy_rng.bit_generator.state,
+            "torch_generator": self.torch_generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        random.setstate(state["python"])
+        name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
+        torch.set_rng_state(state["torch"])
+        self.numpy_rng.bit_generator.state = state["numpy_rng"]
+        self.torch_generator.set_state(state["torch_generator"])
 
 
-def restore_rng_state(state: dict, numpy_rng: np.random.Generator, torch_generator: torch.Generator) -> None:
-    """Inverse of `rng_state`."""
-    random.setstate(state["python"])
-    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
-    numpy_rng.bit_generator.state = state["numpy_rng"]
-    torch_generator.set_state(state["torch_generator"])
+def generator_state(generator: Optional[np.random.Generator]) -> Optional[dict]:
+    return None if generator is None else generator.bit_generator.state
+
+
+def generator_from_state(state: Optional[dict]) -> Optional[np.random.Generator]:
+    if state is None:
+        return None
+    generator = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    generator.bit_generator.state = state
+    return generator
+
+
+class ResumableEnv(gym.Wrapper):
+    """The training env, resumable at any step: it remembers how its current episode began (the reset's seed, or the
+    env's random state just before the reset) and the actions taken since. `load_state_dict` redoes that reset and
+    replays those actions, which rebuilds the whole env exactly (physics, wrappers' counters, the env's random
+    state) for any env whose steps are deterministic given its own random generator, as gymnasium's are; it checks
+    that the replay ends on the saved observation and warns in one line where it does not."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.reset_seed, self.reset_rng, self.episode_actions = None, None, []
+        self.observation = self.previous_observation = None
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        self.reset_seed, self.reset_rng = seed, generator_state(self.env.unwrapped._np_random)
+        self.episode_actions = []
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.observation = self.previous_observation = obs
+        return obs, info
+
+    def step(self, action):
+        self.episode_actions.append(np.array(action, copy=True))
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.previous_observation, self.observation = self.observation, obs
+        return obs, reward, terminated, truncated, info
+
+    def state_dict(self) -> dict:
+        spaces = {"action_space": self.action_space, "observation_space": self.observation_space}
+        return {
+            "reset_seed": self.reset_seed,
+            "reset_rng": self.reset_rng,
+            "episode_actions": [torch.from_numpy(np.asarray(action)) for action in self.episode_actions],
+            "observation": torch.from_numpy(np.asarray(self.observation)),
+            "spaces_rng": {name: generator_state(space._np_random) for name, space in spaces.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["reset_rng"] is not None:
+            self.env.unwrapped.np_random = generator_from_state(state["reset_rng"])
+        self.reset(seed=state["reset_seed"])
+        for action in state["episode_actions"]:
+            self.step(action.numpy())
+        for name, space_state in state["spaces_rng"].items():
+            getattr(self, name)._np_random = generator_from_state(space_state)
+        if not np.array_equal(np.asarray(self.observation), state["observation"].numpy()):
+            print(f"warning: replaying the training env's episode ({len(state['episode_actions'])} steps) did not "
+                  f"reach the saved observation: this env is not deterministic, so the resumed run is not exact",
+                  file=sys.stderr, flush=True)
+
+
+def checkpoint_state(parts: dict) -> dict:
+    """{name: part.state_dict()} of a script's named stateful parts."""
+    return {name: part.state_dict() for name, part in parts.items()}
+
+
+def restore_state(parts: dict, checkpoint: dict, path: str) -> None:
+    """Load each named part from its entry of `checkpoint`, removing the entry (so that a large replay buffer is not
+    held twice once loaded); a checkpoint without an entry for some part stops with one line."""
+    missing = [name for name in parts if name not in checkpoint]
+    if missing:
+        raise SystemExit(f"error: {path} has no saved {', '.join(missing)} (written by an older version of this "
+                         "script?); it cannot be resumed exactly: start the run afresh")
+    for name, part in parts.items():
+        part.load_state_dict(checkpoint.pop(name))
+
+
+class CheckpointSchedule:
+    """When a run saves a checkpoint: every `every_steps` env steps and every `every_minutes` of wall time (0: never),
+    always before the last step (the run's results are written there instead)."""
+
+    def __init__(self, every_steps: int, every_minutes: float, total_steps: int):
+        self.every_steps, self.every_s, self.total_steps = every_steps, 60.0 * every_minutes, total_steps
+        self.last_time = time.monotonic()
+
+    def due(self, global_step: int) -> bool:
+        if global_step >= self.total_steps:
+            return False
+        if (self.every_steps and global_step % self.every_steps == 0) or \
+                (self.every_s and time.monotonic() - self.last_time >= self.every_s):
+            self.last_time = time.monotonic()
+            return True
+        return False
+
+
+class StopSignals:
+    """SIGINT and SIGTERM (Ctrl-C, SLURM, Ray, the benchmark runner) ask the run to stop: the training loop then saves
+    a checkpoint at the end of the current step and exits with 128 + the signal's number (130 or 143).
+    A second signal stops the process at once, with one line and no checkpoint (the previous one stays)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint_path: str):
+        self.checkpoint_path, self.received = checkpoint_path, None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self.previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
+
+    def handle(self, signum, frame) -> None:
+        if self.received is not None:
+            print(f"{signal.Signals(signum).name} again: stopped at once, without a new checkpoint "
+                  f"({self.checkpoint_path} holds the last one, if any)", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        self.received = signum
+
+    def stop(self, global_step: int, resume_command: str) -> int:
+        """Say in one line where the run stopped and how to resume it; returns the exit code, 128 + the signal."""
+        print(f"{signal.Signals(self.received).name}: stopped at step {global_step}; checkpoint saved to "
+              f"{self.checkpoint_path}; resume with: {resume_command}", file=sys.stderr, flush=True)
+        return 128 + self.received
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def resume_command(script_file: str, run_name: str, env_id: str, seed: int) -> str:
+    """The command that continues this run: this invocation's own command line when the script was run as a file,
+    with `--run-name NAME --resume`."""
+    if os.path.basename(sys.argv[0]) == os.path.basename(script_file):
+        argv, kept = sys.argv[1:], []
+        skip = False
+        for arg in argv:
+            if skip:
+                skip = False
+            elif arg == "--run-name":
+                skip = True
+            elif arg != "--resume" and not arg.startswith("--run-name="):
+                kept.append(arg)
+        command = ["python", sys.argv[0], *kept]
+    else:
+        command = ["python", script_file, "--env-id", env_id, "--seed", str(seed)]
+    return shlex.join([*command, "--run-name", run_name, "--resume"])
 
 
 def find_resumable_run(env_id: str, exp_name: str, seed: int, runs_dir: str = "runs") -> str | None:

@@ -100,8 +100,9 @@ def summarize(evaluation: dict) -> dict:
 
 
 def write_results(path: str, *, script: str, config: dict, run_name: str, global_step: int, wall_time_s: float,
-                  sps: float, final_eval: dict, eval_history: list[dict]) -> dict:
-    """Write the run's results.json atomically (a reader never sees half a file) and return its content."""
+                  sps: float, final_eval: dict, eval_history: list[dict], segments: list[dict]) -> dict:
+    """Write the run's results.json atomically (a reader never sees half a file) and return its content. `segments`
+    says which code, libraries and machine trained which steps: one entry per process (cleanrl_pave.provenance)."""
     results = {
         "script": script,
         "exp_name": config["exp_name"],
@@ -115,6 +116,7 @@ def write_results(path: str, *, script: str, config: dict, run_name: str, global
         "config": config,
         "eval": final_eval,
         "eval_history": eval_history,
+        "segments": segments,
     }
     atomic_write_json(path, results)
     return results

@@ -14,24 +14,34 @@ import torch
 
 
 class NonFiniteGuard:
-    def __init__(self, start_step: int):
+    def __init__(self):
         self.flags: dict[tuple[str, ...], torch.Tensor] = {}  # names of one check -> accumulated non-finite flags
-        self.checked_step = start_step
+        self.checked_step = 0
 
     def check(self, **losses: torch.Tensor) -> torch.Tensor:
         """Flag the non-finite ones among these scalar losses; 1.0 (a 0-dim float tensor) if any is, else 0.0."""
         names = tuple(losses)
         nonfinite = ~torch.stack([loss.detach().reshape(()) for loss in losses.values()]).isfinite()
-        self.flags[names] = self.flags[names] | nonfinite if names in self.flags else nonfinite
+        # .to: a no-op, but for flags a checkpoint restored on the CPU when the run trains on a GPU
+        self.flags[names] = self.flags[names].to(nonfinite.device) | nonfinite if names in self.flags else nonfinite
         return nonfinite.any().float()
+
+    def state_dict(self) -> dict:
+        """The flags not yet read and the last clean step, for a checkpoint taken between two checks."""
+        return {"flags": [(list(names), flags) for names, flags in self.flags.items()], "checked_step": self.checked_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.flags = {tuple(names): flags for names, flags in state["flags"]}
+        self.checked_step = state["checked_step"]
 
     def stop_message(self, step: int, checkpoint_path: str) -> Optional[str]:
         """None if every checked loss stayed finite up to `step`; else the one-line reason to stop."""
         bad = [name for names, flags in self.flags.items() for name, flag in zip(names, flags.tolist()) if flag]
+        checked_step, self.checked_step = self.checked_step, step
         if not bad:
-            self.checked_step = step
             return None
+        self.flags = {}  # reported: the checkpoint saved at the stop resumes with a clean guard
         return (f"error: non-finite loss ({', '.join(f'losses/{name}' for name in dict.fromkeys(bad))}) in an update "
-                f"between steps {self.checked_step + 1} and {step}: those updates were skipped and the run stopped; "
+                f"between steps {checked_step + 1} and {step}: those updates were skipped and the run stopped; "
                 f"the last finite state is saved in {checkpoint_path} (lower the learning rate or the method's loss "
                 "weights, then --resume)")

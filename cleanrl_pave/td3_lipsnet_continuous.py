@@ -27,18 +27,24 @@ from torch.utils.tensorboard import SummaryWriter
 
 from cleanrl_pave.checkpointing import (
     CHECKPOINT_FILE,
+    CheckpointSchedule,
+    RandomStreams,
+    ResumableEnv,
+    StopSignals,
     atomic_torch_save,
+    checkpoint_state,
     find_resumable_run,
     jsonable,
     load_checkpoint,
-    restore_rng_state,
-    rng_state,
+    restore_state,
+    resume_command,
 )
 from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
 from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
 from cleanrl_pave.monitoring import Progress, WandbVideos
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
+from cleanrl_pave.provenance import resumed_segments, segment
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
 
@@ -80,6 +86,8 @@ class Args:
     """continue the run from its latest checkpoint (the `--run-name` one, else the newest of this env/exp/seed)"""
     checkpoint_freq: int = 0
     """save a checkpoint every this many env steps (0: never)"""
+    checkpoint_minutes: float = 0.0
+    """also save a checkpoint every this many minutes of wall time (0: never); SIGINT and SIGTERM always save one"""
     log_freq: int = 100
     """log losses and SPS every this many env steps"""
     progress_interval: float = 10.0
@@ -146,7 +154,8 @@ def resolve_args(args: Args) -> Args:
                  "threads"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "geometry_freq", "progress_interval"):
+    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes", "geometry_freq",
+                 "progress_interval"):
         if getattr(args, name) < 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
     # ===== LipsNet begin =====
@@ -357,7 +366,11 @@ class ReplayBuffer:
         return {name: batch[:, column] for name, column in self.columns.items()}
 
     def state_dict(self) -> dict:
-        return {"storage": self.storage[: self.size].clone(), "pos": self.pos, "size": self.size}
+        # the filled rows as a tensor of their own size sharing the buffer's memory, which torch.save writes without
+        # a copy (README: Reproducibility); on a GPU, .cpu() copies just those rows to the host
+        rows = self.storage[: self.size]
+        rows = torch.from_numpy(rows.numpy()) if rows.device.type == "cpu" else rows.cpu()
+        return {"storage": rows, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         self.pos, self.size = state["pos"], state["size"]
@@ -370,6 +383,7 @@ def main(args: Args) -> dict:
         f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"runs/{run_name}"
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
+    stop_signals = StopSignals(checkpoint_path)  # SIGINT/SIGTERM: save a checkpoint at the end of the step, then exit
     checkpoint = load_checkpoint(checkpoint_path, SCRIPT, args.env_id) \
         if args.resume and os.path.exists(checkpoint_path) else None
     config = jsonable(dataclasses.asdict(args))
@@ -377,7 +391,8 @@ def main(args: Args) -> dict:
                                       " (no checkpoint to resume; starting fresh)" if args.resume else ""))
     print(json.dumps(config, indent=2))
 
-    env = make_env(args.env_id, args.seed, args.capture_video, run_name)
+    # resumable at any step: a checkpoint replays the current episode's actions (README: Reproducibility)
+    env = ResumableEnv(make_env(args.env_id, args.seed, args.capture_video, run_name))
     eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
     if args.track:
         import wandb
@@ -450,33 +465,40 @@ def main(args: Args) -> dict:
             action = actor.deterministic_action(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
         return to_env_action(action.cpu().numpy(), action_low, action_high)
 
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = env.reset(seed=args.seed)
+    nonfinite_guard = NonFiniteGuard()
+    # everything the rest of the run depends on: a checkpoint saves these parts, a resume restores them, so a run
+    # interrupted any number of times ends with the numbers of its uninterrupted run (README: Reproducibility)
+    stateful = {"actor": actor, "qf": qf, "actor_target": actor_target, "qf_target": qf_target,
+                "actor_optimizer": actor_optimizer, "q_optimizer": q_optimizer, "replay_buffer": rb,
+                "random_streams": RandomStreams(numpy_rng, torch_generator), "training_env": env,
+                "nonfinite_guard": nonfinite_guard}
+
     def checkpoint_payload(global_step: int) -> dict:
         return {
             "script": SCRIPT, "env_id": args.env_id, "args": config, "obs_dim": obs_dim, "act_dim": act_dim,
-            "global_step": global_step, "actor": actor.state_dict(), "qf": qf.state_dict(),
-            "actor_target": actor_target.state_dict(), "qf_target": qf_target.state_dict(),
-            "actor_optimizer": actor_optimizer.state_dict(), "q_optimizer": q_optimizer.state_dict(),
-            "replay_buffer": rb.state_dict(), "rng": rng_state(numpy_rng, torch_generator),
-            "eval_history": eval_history, "wall_time_s": wall_time_before + time.time() - start_time,
+            "global_step": global_step, **checkpoint_state(stateful), "eval_history": eval_history,
+            "last_eval_obs": last_eval_obs, "wall_time_s": wall_time_before + time.time() - start_time,
+            "segments": segments,
         }
 
-    start_step, eval_history, wall_time_before, last_eval_obs = 0, [], 0.0, None
+    start_step, eval_history, wall_time_before, last_eval_obs, segments = 0, [], 0.0, None, []
     if checkpoint:
-        for module, key in ((actor, "actor"), (qf, "qf"), (actor_target, "actor_target"), (qf_target, "qf_target"),
-                            (actor_optimizer, "actor_optimizer"), (q_optimizer, "q_optimizer"), (rb, "replay_buffer")):
-            module.load_state_dict(checkpoint[key])
+        restore_state(stateful, checkpoint, checkpoint_path)  # the training env replays its episode to this step
+        obs = env.observation
         for group in (*actor_optimizer.param_groups, *q_optimizer.param_groups):
             group["lr"] = args.learning_rate  # this invocation's flag wins over the saved value
-        restore_rng_state(checkpoint["rng"], numpy_rng, torch_generator)
-        start_step, eval_history = checkpoint["global_step"], checkpoint["eval_history"]
-        wall_time_before = checkpoint["wall_time_s"]
+        start_step, eval_history, last_eval_obs = checkpoint["global_step"], checkpoint["eval_history"], \
+            checkpoint["last_eval_obs"]
+        wall_time_before, segments = checkpoint["wall_time_s"], checkpoint["segments"]
 
-    nonfinite_guard = NonFiniteGuard(start_step)
+    segments = resumed_segments(segments, segment(start_step, device))
+
     start_time = time.time()
+    checkpoints = CheckpointSchedule(args.checkpoint_freq, args.checkpoint_minutes, args.total_timesteps)
     progress = Progress(args.total_timesteps, start_step, args.learning_starts, args.progress_interval)
     videos = WandbVideos(f"videos/{run_name}") if args.track and args.capture_video else None
-    # TRY NOT TO MODIFY: start the game (a resumed run starts a fresh episode, seeded by its step)
-    obs, _ = env.reset(seed=args.seed + start_step)
     for global_step in range(start_step + 1, args.total_timesteps + 1):
         # ALGO LOGIC: put action logic here
         if global_step <= args.learning_starts:
@@ -542,7 +564,7 @@ def main(args: Args) -> dict:
 
         if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
             evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
-            summary, last_eval_obs = summarize(evaluation), evaluation["observations"]
+            summary, last_eval_obs = summarize(evaluation), [torch.from_numpy(o) for o in evaluation["observations"]]
             eval_history.append({"step": global_step, **{key: summary[key] for key in (
                 "return_mean", "return_std", "smoothness_mean", "smoothness_std", "action_change_mean")}})
             writer.add_scalar("eval/episodic_return", summary["return_mean"], global_step)
@@ -566,8 +588,12 @@ def main(args: Args) -> dict:
                 writer.close()
                 raise SystemExit(nonfinite_stop)
 
-        if args.checkpoint_freq and global_step % args.checkpoint_freq == 0 and global_step < args.total_timesteps:
+        stopping = stop_signals.received is not None and global_step < args.total_timesteps
+        if checkpoints.due(global_step) or stopping:
             atomic_torch_save(checkpoint_payload(global_step), checkpoint_path)
+        if stopping:  # SIGINT or SIGTERM: one line saying where the checkpoint is and how to resume, no traceback
+            writer.close()
+            sys.exit(stop_signals.stop(global_step, resume_command(__file__, run_name, args.env_id, args.seed)))
         progress.step(global_step)
 
     if start_step >= args.total_timesteps:  # resumed from a checkpoint of the last step: the loop did not run
@@ -582,7 +608,7 @@ def main(args: Args) -> dict:
         f"{run_dir}/results.json", script=SCRIPT, config=config, run_name=run_name,
         global_step=args.total_timesteps, wall_time_s=wall_time,
         sps=(args.total_timesteps - start_step) / max(time.time() - start_time, 1e-9),
-        final_eval=summary, eval_history=eval_history,
+        final_eval=summary, eval_history=eval_history, segments=segments,
     )
     env.close()
     if videos:
@@ -591,6 +617,7 @@ def main(args: Args) -> dict:
     writer.close()
     if args.track:
         wandb.finish()
+    stop_signals.restore()
     progress.finish(run_dir)
     return results
 

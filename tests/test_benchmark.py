@@ -317,7 +317,10 @@ def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_suite
     out = tmp_path / "out"
     td3_only = ["--suite", tiny_suite, "--out", out, "--filter", "script=td3_continuous"]  # two runs suffice
     first, second = TINY_RUNS[0], TINY_RUNS[1]
-    # 1. SIGKILL the runner's whole process group once one run finished and the next has a checkpoint.
+    never_killed = start_benchmark("--suite", tiny_suite, "--out", tmp_path / "reference", "--filter",
+                                   "script=td3_continuous", "--workers", 1)
+    # 1. SIGKILL the runner's whole process group once one run finished and the next has a checkpoint: its runs,
+    #    in sessions of their own, get SIGTERM (the death signal) and save a checkpoint before they exit.
     runner = start_benchmark(*td3_only, "--workers", 1)
     checkpoint = out / "runs" / second / "checkpoint.pt"
     wait_for(lambda: results(out, first).exists() and checkpoint.exists(), 300, "a finished run and a checkpoint")
@@ -339,12 +342,23 @@ def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path, tiny_suite
     assert state(out, "tiny")[second]["status"] == "interrupted"
     assert not processes_in(out)
 
-    # 3. A final re-run completes the suite and leaves the finished run alone.
+    # 3. A final re-run completes the suite and leaves the finished run alone; the summary names the resumed run.
     final = benchmark(*td3_only)
     assert final.returncode == 0, final.stdout
     assert "1 done, 1 skipped" in final.stdout and results(out, second).exists()
     assert results(out, first).stat().st_mtime_ns == finished
     assert {entry["status"] for entry in state(out, "tiny").values()} == {"done"}
+    segments = json.loads(results(out, second).read_text())["segments"]
+    assert len(segments) == 3  # the first attempt and two resumes
+    resumed_line = f"  {second}: " + ", ".join(str(segment["start_step"]) for segment in segments)
+    assert "finished runs that were resumed" in final.stdout and resumed_line in final.stdout.splitlines()
+
+    # 4. Killed twice or never, the suite's results are the same.
+    assert never_killed.wait(timeout=300) == 0
+    for name in (first, second):
+        expected = json.loads(results(tmp_path / "reference", name).read_text())
+        got = json.loads(results(out, name).read_text())
+        assert got["eval"] == expected["eval"] and got["eval_history"] == expected["eval_history"], name
 
 
 def test_suite_runs_on_ray_started_by_the_runner_or_already_running(tmp_path, tiny_suite, monkeypatch):

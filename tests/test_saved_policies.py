@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cleanrl_pave.checkpointing import load_checkpoint, load_file, restore_rng_state, rng_state
+from cleanrl_pave.checkpointing import RandomStreams, load_checkpoint, load_file
 from cleanrl_pave.critic_geometry import main as geometry_main
 from cleanrl_pave.evaluation import main as evaluation_main
 from tests.helpers import train_tiny_runs
@@ -143,7 +143,8 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
     numpy_rng, torch_generator = np.random.default_rng(3), torch.Generator().manual_seed(4)
     random.seed(1), np.random.seed(2), torch.manual_seed(5)
     np.random.normal()  # leaves a cached Gaussian in NumPy's legacy state
-    torch.save({"rng": rng_state(numpy_rng, torch_generator)}, tmp_path / "state.pt")
+    streams = RandomStreams(numpy_rng, torch_generator)
+    torch.save({"rng": streams.state_dict()}, tmp_path / "state.pt")
 
     def draws():
         return (random.random(), np.random.normal(), torch.rand(1).item(), numpy_rng.random(),
@@ -151,5 +152,5 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
 
     expected = draws()
     draws()
-    restore_rng_state(load_file(str(tmp_path / "state.pt"))["rng"], numpy_rng, torch_generator)
+    streams.load_state_dict(load_file(str(tmp_path / "state.pt"))["rng"])
     assert draws() == expected

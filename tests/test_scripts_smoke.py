@@ -1,4 +1,7 @@
-"""Every training script runs past learning_starts (so every update path executes) and writes its outputs."""
+"""Helpers for the tests that train scripts, and what every script's losses mean.
+
+Every script's smoke run (past learning_starts, so every update path executes, with its outputs checked) is the
+uninterrupted reference run of tests/test_exact_resume.py."""
 
 import importlib
 import json
@@ -40,16 +43,17 @@ def tiny_run(script: str, env_id: str, **overrides) -> tuple[dict, pathlib.Path]
     return module.main(module.Args(**settings)), pathlib.Path("runs/smoke")
 
 
-def check_outputs(script: str, results: dict, run_dir: pathlib.Path, total: int) -> None:
+def check_outputs(script: str, run_dir: pathlib.Path, total: int, eval_freq: int) -> None:
+    """A finished run's results.json, TensorBoard scalars (the base's and the method's own) and weights-only model."""
     on_disk = json.loads((run_dir / "results.json").read_text())
-    assert on_disk == json.loads(json.dumps(results))
     assert on_disk["script"] == script and on_disk["global_step"] == total
-    assert len(on_disk["eval"]["episode_returns"]) == 1
-    assert [entry["step"] for entry in on_disk["eval_history"]] == list(range(150, total + 1, 150))
+    assert len(on_disk["eval"]["episode_returns"]) == on_disk["config"]["eval_episodes"]
+    assert [entry["step"] for entry in on_disk["eval_history"]] == list(range(eval_freq, total + 1, eval_freq))
     logged = scalars(run_dir)
     missing = (BASE_SCALARS | method_scalars(script)) - logged.keys()
     assert not missing, f"{script} did not log {sorted(missing)}"
     assert max(event.step for event in logged["losses/qf1_loss"]) == total
+    assert_loads_weights_only(run_dir / f"{script}.cleanrl_model")
 
 
 def assert_same(safe, full, where="payload") -> None:
@@ -72,14 +76,6 @@ def assert_loads_weights_only(path: pathlib.Path) -> None:
     """The file holds tensors and plain types only (it cannot run code when opened), and a weights-only load gives
     exactly what full unpickling gives."""
     assert_same(torch.load(path, weights_only=True), torch.load(path, weights_only=False))
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_script_trains_on_pendulum(script, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    results, run_dir = tiny_run(script, "Pendulum-v1")
-    check_outputs(script, results, run_dir, 300)
-    assert_loads_weights_only(run_dir / f"{script}.cleanrl_model")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -109,24 +105,3 @@ def test_qf_loss_is_the_loss_the_critic_optimiser_minimises(script, tmp_path, mo
     logged = [event.value for event in scalars(run_dir)["losses/qf_loss"]]
     assert len(logged) == len(expected) == 5
     assert logged == pytest.approx(expected, rel=1e-6)
-
-
-@pytest.mark.parametrize("script", ["td3_continuous", "sac_continuous"])
-def test_base_trains_on_mujoco(script, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    results, run_dir = tiny_run(script, "Hopper-v5")
-    check_outputs(script, results, run_dir, 300)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_script_resumes_from_its_checkpoint(script, tmp_path, monkeypatch):
-    # each method's extra state (Polyak copies, power-iteration vectors, ...) must survive a checkpoint round trip
-    monkeypatch.chdir(tmp_path)
-    tiny_run(script, "Pendulum-v1", checkpoint_freq=200, eval_freq=0, save_model=False)
-    assert_loads_weights_only(pathlib.Path("runs/smoke/checkpoint.pt"))
-    (pathlib.Path("runs/smoke") / "results.json").unlink()  # as if the run had been killed after its checkpoint
-    results, run_dir = tiny_run(script, "Pendulum-v1", total_timesteps=400, eval_freq=0, resume=True,
-                                save_model=False)
-    assert results["global_step"] == 400 and (run_dir / "results.json").exists()
-    steps = [event.step for event in scalars(run_dir)["losses/qf1_loss"]]
-    assert steps == sorted(set(steps)) and steps[-1] == 400, "the resumed run must continue from step 200"
