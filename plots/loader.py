@@ -29,6 +29,10 @@ step                  global step of the measurement (nullable Int64)
 episode               episode index within the final evaluation (nullable Int64)
 run_name              run name (the ``runs/`` directory name, the W&B run name)
 source                the input (path or ``wandb:<entity/project>``) the row came from
+code                  the code that trained the run, from its results.json segments: the commit's first 12
+                      hex digits (``+dirty`` with uncommitted changes; ``cleanrl_pave <version>`` outside a
+                      checkout), several joined by ``,`` for a run resumed under other code; empty if unknown
+machine               the CPU model (the GPU's name on a GPU) of each segment, joined alike; empty if unknown
 ====================  =====================================================================
 """
 
@@ -43,7 +47,8 @@ from pathlib import Path
 
 import pandas as pd
 
-TIDY_COLUMNS = ["env", "backbone", "method", "seed", "metric", "value", "step", "episode", "run_name", "source"]
+TIDY_COLUMNS = ["env", "backbone", "method", "seed", "metric", "value", "step", "episode", "run_name", "source", "code",
+                "machine"]
 
 RETURN, SMOOTHNESS = "re", "sm"
 RETURN_EPISODE, SMOOTHNESS_EPISODE = "re_episode", "sm_episode"
@@ -191,6 +196,7 @@ def _load_run_dir(run_dir: Path, source: str) -> list[dict]:
         else:
             run_name = results.get("run_name") or run_dir.name
             meta = _meta(results["env_id"], results.get("exp_name"), results.get("script"), results["seed"], run_name, source)
+            meta.update(_provenance(results.get("segments") or []))
             evaluation, step = results["eval"], results.get("global_step")
             records = [
                 _record(meta, RETURN, evaluation["return_mean"], step),
@@ -371,8 +377,23 @@ def _meta(env, exp_name, script, seed, run_name, source: str) -> dict:
             "seed": seed, "run_name": str(run_name), "source": source}
 
 
+def _provenance(segments: list[dict]) -> dict:
+    """The ``code`` and ``machine`` columns of a run from its results.json segments (one per training process)."""
+    codes, machines = [], []
+    for segment in segments:
+        code = segment.get("code") or {}
+        if code.get("commit"):
+            codes.append(code["commit"][:12] + ("+dirty" if code.get("dirty") else ""))
+        elif code.get("package_version"):
+            codes.append(f"cleanrl_pave {code['package_version']}")
+        machine = segment.get("machine") or {}
+        if machine.get("gpu") or machine.get("cpu"):
+            machines.append(machine.get("gpu") or machine["cpu"])
+    return {"code": ",".join(dict.fromkeys(codes)), "machine": ",".join(dict.fromkeys(machines))}
+
+
 def _record(meta: dict, metric: str, value, step=None, episode=None) -> dict:
-    return {**meta, "metric": metric, "value": float(value), "step": step, "episode": episode}
+    return {"code": "", "machine": "", **meta, "metric": metric, "value": float(value), "step": step, "episode": episode}
 
 
 def _number(text: str) -> float | None:
@@ -385,7 +406,7 @@ def _tidy(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records, columns=TIDY_COLUMNS)
     df = df.astype(
         {"env": str, "backbone": str, "method": str, "seed": "int64", "metric": str, "value": "float64",
-         "step": "Int64", "episode": "Int64", "run_name": str, "source": str}
+         "step": "Int64", "episode": "Int64", "run_name": str, "source": str, "code": str, "machine": str}
     )
     order = ["backbone", "env", "method", "seed", "run_name", "metric", "step", "episode"]
     return df.sort_values(order, kind="stable").reset_index(drop=True)

@@ -224,6 +224,19 @@ def make_table(
     return "\n\n".join(blocks) + "\n"
 
 
+def provenance_line(df: pd.DataFrame, fmt: str = "markdown") -> str:
+    """Which code and machines made the runs behind the cells: each commit and machine with its number of runs."""
+    runs = df.groupby("run_name")[["code", "machine"]].agg(lambda values: next((v for v in values if v), ""))
+
+    def counted(column: str) -> str:
+        values = runs[column].replace("", "not recorded")
+        counts = values.str.split(",").explode().value_counts()
+        return ", ".join(f"{value} ({count} run{'s' if count > 1 else ''})" for value, count in counts.items())
+
+    text = f"Runs: {len(runs)}; code: {counted('code')}; machines: {counted('machine')}.\n"
+    return text.replace("_", "\\_") if fmt == "latex" else text
+
+
 def load_paper_results(path: Path = PAPER_CSV) -> pd.DataFrame:
     """paper_results.csv: table, backbone, env_id, method, metric, mean, std (may be empty), note."""
     if not Path(path).is_file():
@@ -425,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=list(_MARKUP), default="markdown")
     parser.add_argument("--std", choices=("seeds", "episodes"), default="seeds", help="std across seeds (default) or over pooled episodes")
     parser.add_argument("--compare-paper", action="store_true", help="put the paper's values and ours - paper beside each method")
+    parser.add_argument("--provenance", action="store_true",
+                        help="add a line saying which commits and machines the cells' runs come from")
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
     args = parser.parse_args(argv)
     warnings.formatwarning = lambda message, *_: f"warning: {message}\n"  # one line, without the source line
@@ -447,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
             where = f" of suite {args.suite}" if args.suite else ""
             raise PlotInputError(f"no final evaluations (results.json, W&B summaries) or geometry JSONs among the loaded runs{where}")
         text = "\n".join(make_table(df, metrics=group, **options) for group in metric_groups)
+        if args.provenance:
+            text += "\n" + provenance_line(df, args.format)
     except PlotInputError as error:
         sys.exit(f"error: {error}")
     if args.out:

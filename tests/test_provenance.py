@@ -77,3 +77,32 @@ def test_resuming_under_other_code_or_on_another_cpu_warns_in_one_line_and_is_re
 def test_what_counts_as_a_change_of_code_or_hardware(changed, expected):
     now = provenance.segment(0, torch.device("cpu"))
     assert provenance.differences({**now, **changed}, now) == expected
+
+
+def test_the_loader_and_tables_say_which_commits_and_machines_made_the_cells(tmp_path):
+    from plots.loader import load_runs
+    from plots.tables import main as tables
+
+    def segment(commit, dirty, cpu):
+        return {"start_step": 0, "code": {"commit": commit, "dirty": dirty, "package_version": "0.1.0"},
+                "machine": {"cpu": cpu, "gpu": None}, "threads": 1}
+
+    made = {"a" * 40: (segment("a" * 40, False, "CPU X"),), "b": (segment("a" * 40, False, "CPU X"),
+                                                                   segment("b" * 40, True, "CPU Y"))}
+    for seed, segments in enumerate(made.values()):
+        run_dir = tmp_path / "runs" / f"Pendulum-v1__td3_continuous__{seed}"
+        run_dir.mkdir(parents=True)
+        evaluation = {"return_mean": -150.0, "smoothness_mean": 0.3, "episode_returns": [-150.0],
+                      "episode_smoothness": [0.3]}
+        (run_dir / "results.json").write_text(json.dumps({
+            "script": "td3_continuous", "exp_name": "td3_continuous", "env_id": "Pendulum-v1", "seed": seed,
+            "run_name": run_dir.name, "global_step": 100, "eval": evaluation, "eval_history": [],
+            "segments": list(segments)}))
+    df = load_runs(tmp_path / "runs")
+    codes = df.drop_duplicates("run_name").set_index("seed")[["code", "machine"]]
+    assert codes.loc[0].tolist() == ["a" * 12, "CPU X"]
+    assert codes.loc[1].tolist() == ["a" * 12 + "," + "b" * 12 + "+dirty", "CPU X,CPU Y"]
+    out = tmp_path / "table.md"
+    tables(["--runs", str(tmp_path / "runs"), "--provenance", "--out", str(out)])
+    assert out.read_text().splitlines()[-1] == (f"Runs: 2; code: {'a' * 12} (2 runs), {'b' * 12}+dirty (1 run); "
+                                                "machines: CPU X (2 runs), CPU Y (1 run).")
