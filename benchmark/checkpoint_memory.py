@@ -1,6 +1,6 @@
 """Peak memory and time of writing (and reading back) a checkpoint's replay buffer, at a chosen size.
 
-    python benchmark/checkpoint_memory.py                               # Humanoid-v5 size: 1e6 x (348 + 17 + 1 + 348 + 1)
+    python benchmark/checkpoint_memory.py               # Humanoid-v5 size: 1e6 x (348 + 17 + 1 + 348 + 1) floats
     PYTHONPATH=OLD python benchmark/checkpoint_memory.py --script OLD/cleanrl_pave/td3_continuous.py  # another version
 
 The buffer is the ReplayBuffer class of `--script` (default: this checkout's td3_continuous.py), filled to

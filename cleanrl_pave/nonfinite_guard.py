@@ -28,7 +28,8 @@ class NonFiniteGuard:
 
     def state_dict(self) -> dict:
         """The flags not yet read and the last clean step, for a checkpoint taken between two checks."""
-        return {"flags": [(list(names), flags) for names, flags in self.flags.items()], "checked_step": self.checked_step}
+        return {"flags": [(list(names), flags) for names, flags in self.flags.items()],
+                "checked_step": self.checked_step}
 
     def load_state_dict(self, state: dict) -> None:
         self.flags = {tuple(names): flags for names, flags in state["flags"]}

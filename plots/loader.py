@@ -3,7 +3,9 @@
 Sources (mix them freely in one call):
 
 - local run directories ``runs/<run_name>/``: ``results.json`` (final evaluation and eval curve) of finished
-  runs, TensorBoard event files of runs without one (still running, crashed);
+  runs, with ``geometry_during_training.json`` beside it when present (the ``geometry/*`` curves a run logged with
+  ``--geometry-freq``, as exported by ``benchmark/reproduction/queue.py``), TensorBoard event files of runs without
+  one (still running, crashed);
 - geometry JSONs written by ``python -m cleanrl_pave.critic_geometry`` (keys M_sup, M_mean, ndef_rate,
   trace_rate, cos_mean, flip_rate, script, env_id, seed), anywhere under a given directory;
 - W&B CSV exports from the web UI: the runs-table export (one row per run: ``Name``, ``State``, ...,
@@ -66,6 +68,7 @@ SUMMARY_TO_METRIC = {CURVE_RETURN: RETURN, CURVE_SMOOTHNESS: SMOOTHNESS}
 WANDB_STEP_COLUMNS = ("global_step", "Step", "_step")
 WANDB_RUN_TABLE_REQUIRED = ("Name", "env_id", "exp_name", "seed")
 
+DURING_TRAINING_FILE = "geometry_during_training.json"  # beside a results.json: its run's geometry/* curves
 _SCRIPT_RE = re.compile(r"^(?P<backbone>td3|sac)_(?:(?P<method>.+)_)?continuous$")
 _TB_EVENT_PREFIX = "events.out.tfevents"
 
@@ -169,7 +172,7 @@ def _load_local(path: Path) -> list[dict]:
         if "results.json" in filenames or any(name.startswith(_TB_EVENT_PREFIX) for name in filenames):
             records += _load_run_dir(here, source)
         for name in sorted(filenames):
-            if name.endswith(".json") and name != "results.json":
+            if name.endswith(".json") and name not in ("results.json", DURING_TRAINING_FILE):
                 records += _load_geometry_json(here / name, source)
     return records
 
@@ -209,6 +212,10 @@ def _load_run_dir(run_dir: Path, source: str) -> list[dict]:
                 tag: [(point["step"], point[key]) for point in history if key in point]
                 for tag, key in HISTORY_KEYS.items()
             }
+            during_training = run_dir / DURING_TRAINING_FILE
+            if during_training.is_file():
+                for key, points in _read_json(during_training).items():
+                    curves[f"geometry/{key}"] = [(int(step), value) for step, value in points.items()]
     except KeyError as missing:
         raise PlotInputError(f"{results_path}: missing key {missing}") from None
     for tag, points in curves.items():

@@ -89,6 +89,7 @@ PAPER_METHOD_NAMES = {
     "ablation": {"pave": "mpr+vfc+curv", **{f"pave[{terms}]": terms for terms in ("mpr", "vfc", "curv", "mpr+vfc", "mpr+curv", "vfc+curv")}},
 }
 MISSING = "–"
+DURING_TRAINING_METRICS = ("M_sup", "ndef_rate")  # the paper's table of critic geometry during training
 
 
 @dataclass(frozen=True)
@@ -194,11 +195,13 @@ def make_table(
     suite: str | None = None,
     compare_paper: bool = False,
     paper_csv: Path = PAPER_CSV,
+    paper_tables: tuple[str, ...] | None = None,
 ) -> str:
     """The table of ``metrics`` (rows: env x metric, columns: methods) as markdown or LaTeX text, one per
     backbone. ``suite`` (a benchmark suite name) keeps its runs and shows all its envs and methods, with
     or without runs. With ``compare_paper`` every method column gets the paper's value and the
-    difference ours - paper beside it."""
+    difference ours - paper beside it, from the first of ``paper_tables`` holding the cell (default: the suite's
+    tables, or all of the paper's main ones)."""
     if fmt not in _MARKUP:
         raise PlotInputError(f"format must be 'markdown' or 'latex', not {fmt!r}")
     metrics = tuple(metrics)
@@ -212,7 +215,8 @@ def make_table(
     paper = load_paper_results(paper_csv) if compare_paper else None
     if compare_paper:
         warn_about_training_steps(layout.keep(df) if layout else df, metrics)
-    paper_tables = SUITE_PAPER_TABLES.get(suite, ()) if suite else PAPER_TABLE_PRIORITY
+    if paper_tables is None:
+        paper_tables = SUITE_PAPER_TABLES.get(suite, ()) if suite else PAPER_TABLE_PRIORITY
     backbones = tuple(layout.methods) if layout else in_paper_order(summary["backbone"].unique(), BACKBONE_ORDER)
     blocks = []
     for backbone in backbones:
@@ -235,6 +239,40 @@ def provenance_line(df: pd.DataFrame, fmt: str = "markdown") -> str:
 
     text = f"Runs: {len(runs)}; code: {counted('code')}; machines: {counted('machine')}.\n"
     return text.replace("_", "\\_") if fmt == "latex" else text
+
+
+def during_training_rows(df: pd.DataFrame, steps=None) -> pd.DataFrame:
+    """The critic geometry runs logged during training (`--geometry-freq`, curves `geometry/<key>`) as one metric
+    per key and step, `M_sup@100000`, so that the paper's during-training table renders like any other; `steps`
+    (default: every logged step) picks the steps."""
+    tags = {f"geometry/{key}" for key in DURING_TRAINING_METRICS}
+    curves = df[df["metric"].isin(tags) & df["step"].notna()]
+    if steps is not None:
+        curves = curves[curves["step"].isin(list(steps))]
+    metric = curves["metric"].str.removeprefix("geometry/") + "@" + curves["step"].astype("int64").astype(str)
+    no_step = pd.Series(pd.NA, index=curves.index, dtype="Int64")  # the step is in the metric's name
+    return curves.assign(metric=metric, step=no_step)
+
+
+def during_training_table(df: pd.DataFrame, steps: list[int], **options) -> str:
+    """The paper's during-training table: M_sup and NDef rate at `steps` (none: the paper's steps for the envs
+    present), per method, from the geometry the runs logged during training; `--compare-paper` against the paper's
+    during_training rows."""
+    steps = steps or paper_during_training_steps(df["env"].unique())
+    rows = during_training_rows(df, steps)
+    if rows.empty:
+        raise PlotInputError(f"no critic geometry logged during training at steps {steps} among the loaded runs "
+                             "(train with --geometry-freq; a finished run needs its geometry_during_training.json)")
+    present = set(rows["metric"])
+    metrics = [f"{key}@{step}" for step in steps for key in DURING_TRAINING_METRICS if f"{key}@{step}" in present]
+    return make_table(rows, metrics=metrics, paper_tables=("during_training",), **options)
+
+
+def paper_during_training_steps(envs, path: Path = PAPER_CSV) -> list[int]:
+    """The steps of the paper's during-training table for these envs (1e5, 3e5, 5e5 on LunarLander)."""
+    paper = load_paper_results(path)
+    rows = paper[(paper["table"] == "during_training") & paper["env_id"].isin(list(envs))]
+    return sorted({int(metric.split("@")[1]) for metric in rows["metric"]})
 
 
 def load_paper_results(path: Path = PAPER_CSV) -> pd.DataFrame:
@@ -325,7 +363,7 @@ def _render(ours, backbone, envs, methods, metrics, fmt, std, suite, paper_cells
             means = {m: stats[(env, m, metric)].mean for m in methods if (env, m, metric) in stats}
             papers = {m: paper_cells.get((env, m, metric)) for m in methods} if paper_cells is not None else {}
             decimals = _decimals(list(means.values()) + [cell[0] for cell in papers.values() if cell])
-            styles = _ranks(means, HIGHER_IS_BETTER.get(metric, True))
+            styles = _ranks(means, higher_is_better(metric))
             cells = [env, _metric_label(metric, fmt)]
             for method in methods:
                 stat = stats.get((env, method, metric))
@@ -384,8 +422,13 @@ def _count_range(counts) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+def higher_is_better(metric: str) -> bool:
+    """Whether a metric improves upward; `M_sup@100000` is M_sup at step 1e5."""
+    return HIGHER_IS_BETTER.get(metric.split("@")[0], True)
+
+
 def _metric_label(metric: str, fmt: str) -> str:
-    higher = HIGHER_IS_BETTER.get(metric, True)
+    higher = higher_is_better(metric)
     if fmt == "markdown":
         return f"{metric} {'↑' if higher else '↓'}"
     arrow = "\\uparrow" if higher else "\\downarrow"
@@ -438,6 +481,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--format", choices=list(_MARKUP), default="markdown")
     parser.add_argument("--std", choices=("seeds", "episodes"), default="seeds", help="std across seeds (default) or over pooled episodes")
     parser.add_argument("--compare-paper", action="store_true", help="put the paper's values and ours - paper beside each method")
+    parser.add_argument("--during-training", nargs="*", type=int, default=None, metavar="STEP",
+                        help="the table of critic geometry during training (M_sup, NDef rate) from runs logged with "
+                             "--geometry-freq, at these steps (default: the paper's steps for the envs present)")
     parser.add_argument("--provenance", action="store_true",
                         help="add a line saying which commits and machines the cells' runs come from")
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
@@ -451,17 +497,20 @@ def main(argv: list[str] | None = None) -> None:
         df = load_runs(inputs, args.wandb_project)
         if args.suite:
             df = suite_layout(args.suite).keep(df)
-        present = set(df["metric"])
-        metric_groups = [
-            group for group in (
-                [metric for metric in PERFORMANCE_METRICS if metric in present],
-                [metric for metric in GEOMETRY_METRICS if metric in present],
-            ) if group
-        ]
-        if not metric_groups:
-            where = f" of suite {args.suite}" if args.suite else ""
-            raise PlotInputError(f"no final evaluations (results.json, W&B summaries) or geometry JSONs among the loaded runs{where}")
-        text = "\n".join(make_table(df, metrics=group, **options) for group in metric_groups)
+        if args.during_training is not None:
+            text = during_training_table(df, args.during_training, **options)
+        else:
+            present = set(df["metric"])
+            metric_groups = [
+                group for group in (
+                    [metric for metric in PERFORMANCE_METRICS if metric in present],
+                    [metric for metric in GEOMETRY_METRICS if metric in present],
+                ) if group
+            ]
+            if not metric_groups:
+                where = f" of suite {args.suite}" if args.suite else ""
+                raise PlotInputError(f"no final evaluations (results.json, W&B summaries) or geometry JSONs among the loaded runs{where}")
+            text = "\n".join(make_table(df, metrics=group, **options) for group in metric_groups)
         if args.provenance:
             text += "\n" + provenance_line(df, args.format)
     except PlotInputError as error:

@@ -583,3 +583,33 @@ def test_without_the_plot_extra_a_cli_names_it_in_one_line(script, module, tmp_p
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: {script} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({module} is not installed)"]
+
+
+def test_during_training_table_from_exported_geometry_against_the_paper(tmp_path):
+    """Runs with geometry_during_training.json beside results.json (benchmark/reproduction/queue.py's export of the
+    geometry/* scalars logged with --geometry-freq): the table has M_sup and NDef rate at the paper's steps, means
+    across seeds, and the paper's during_training values beside them."""
+    from plots.tables import main as tables
+
+    steps = (100000, 200000, 300000, 400000, 500000)
+    for script, m_sup in (("td3_continuous", 300.0), ("td3_pave_continuous", 100.0)):
+        for seed, offset in ((1, 0.0), (2, 20.0)):
+            run_dir = tmp_path / "runs" / f"LunarLanderContinuous-v3__{script}__{seed}"
+            run_dir.mkdir(parents=True)
+            evaluation = {"return_mean": 1.0, "smoothness_mean": 1.0, "episode_returns": [1.0],
+                          "episode_smoothness": [1.0]}
+            (run_dir / "results.json").write_text(json.dumps({
+                "script": script, "exp_name": script, "env_id": "LunarLanderContinuous-v3", "seed": seed,
+                "run_name": run_dir.name, "global_step": 500000, "eval": evaluation, "eval_history": []}))
+            (run_dir / "geometry_during_training.json").write_text(json.dumps({
+                "M_sup": {str(step): m_sup + offset + step / 1e5 for step in steps},
+                "ndef_rate": {str(step): 0.25 * seed for step in steps}}))
+    out = tmp_path / "table.md"
+    tables(["--runs", str(tmp_path / "runs"), "--during-training", "--compare-paper", "--out", str(out)])
+    rows = {tuple(cell.strip() for cell in line.split("|")[2:3]): [cell.strip() for cell in line.split("|")[3:-1]]
+            for line in out.read_text().splitlines() if line.startswith("| LunarLander")}
+    assert list(rows) == [(f"{key}@{step} {arrow}",) for step in (100000, 300000, 500000)
+                          for key, arrow in (("M_sup", "↓"), ("ndef_rate", "↑"))]  # the paper's steps only
+    # base: mean of 301 and 321 (std 10); the paper's 273; pave best (bold)
+    assert rows[("M_sup@100000 ↓",)] == ["311.0 (10.0)", "273.0", "+38.0", "**111.0 (10.0)**", "101.0", "+10.0"]
+    assert rows[("ndef_rate@500000 ↑",)][:3] == ["0.375 (0.125)", "0.332", "+0.043"]
