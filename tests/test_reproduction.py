@@ -1,17 +1,23 @@
 """The committed reproduction data (benchmark/reproduction/): every run is a full-length paper run with the script's
-paper defaults, and the committed runs still load and render through plots/tables.py, so the page cannot rot."""
+paper defaults, the committed runs still load and render through plots/tables.py, and each page's status line counts
+its committed runs, so the pages cannot rot."""
 
 import importlib
 import json
 import pathlib
+import re
 import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PENDULUM = REPO / "benchmark" / "reproduction" / "pendulum"
+PAGES = REPO / "benchmark" / "reproduction"
+PENDULUM = PAGES / "pendulum"
+DATA = {"pendulum": ("Pendulum-v1", 100_000), "pendulum_rerun": ("Pendulum-v1", 100_000),
+        "lunarlander": ("LunarLanderContinuous-v3", 500_000)}
 PAPER_SEEDS = [178132, 410580, 922852, 787576, 660993]
 RESULTS = sorted(PENDULUM.glob("*/results.json"))
+ALL_RESULTS = sorted(path for folder in DATA for path in (PAGES / folder).glob("*/results.json"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -20,24 +26,39 @@ def test_there_are_committed_runs():
     assert RESULTS, f"no results.json under {PENDULUM}"
 
 
-@pytest.mark.parametrize("path", RESULTS, ids=[path.parent.name for path in RESULTS])
+@pytest.mark.parametrize("path", ALL_RESULTS, ids=[f"{path.parent.parent.name}/{path.parent.name}"
+                                                  for path in ALL_RESULTS])
 def test_each_run_is_a_paper_run_with_the_scripts_defaults(path):
+    env_id, steps = DATA[path.parent.parent.name]
     results = json.loads(path.read_text())
     config = results["config"]
-    assert results["env_id"] == "Pendulum-v1" and path.parent.name == results["run_name"]
-    assert results["global_step"] == config["total_timesteps"] == 100_000  # the paper's steps, not shortened
+    assert results["env_id"] == env_id and path.parent.name == results["run_name"]
+    assert results["global_step"] == config["total_timesteps"] == steps  # the paper's steps, not shortened
     assert config["seed"] in PAPER_SEEDS and config["eval_episodes"] == 10
     assert len(results["eval"]["episode_returns"]) == 10
     module = importlib.import_module(f"cleanrl_pave.{results['script']}")
-    defaults = module.Args(env_id="Pendulum-v1", seed=config["seed"])
+    defaults = module.Args(env_id=env_id, seed=config["seed"])
     for resolve in [module.resolve_args] + [getattr(module, name) for name in dir(module)
                                             if name.startswith("resolve_") and name != "resolve_args"]:
         defaults = resolve(defaults)
-    # nothing tuned: every setting that shapes training is the script's paper default for Pendulum
+    # nothing tuned: every setting that shapes training is the script's paper default for the env (geometry logged
+    # during training reads the critic and changes nothing)
     bookkeeping = {"run_name", "resume", "checkpoint_freq", "save_model", "threads", "progress_interval", "cuda",
-                   "cudagraphs", "checkpoint_minutes", "track", "wandb_project_name", "wandb_entity", "wandb_group", "wandb_tags"}
+                   "cudagraphs", "checkpoint_minutes", "geometry_freq", "track", "wandb_project_name",
+                   "wandb_entity", "wandb_group", "wandb_tags"}
     expected = json.loads(json.dumps({key: value for key, value in vars(defaults).items() if key not in bookkeeping}))
     assert {key: config[key] for key in expected} == expected
+    if path.parent.parent.name != "pendulum":  # runs made since exact resume: one commit, and provenance recorded
+        codes = {(segment["code"]["commit"], segment["code"]["dirty"]) for segment in results["segments"]}
+        assert len(codes) == 1 and not next(iter(codes))[1], codes
+
+
+def test_each_pages_status_line_counts_its_committed_runs():
+    page = (PAGES / "lunarlander.md").read_text()
+    finished, planned = map(int, re.search(r"\*\*Status: (\d+) of (\d+) planned runs finished", page).groups())
+    assert finished == len(list((PAGES / "lunarlander").glob("*/results.json"))) and planned == 18
+    for name in (path.parent.name for path in (PAGES / "lunarlander").glob("*/results.json")):
+        assert name in page, f"{name} is committed but not on the page"
 
 
 def test_the_committed_runs_render_as_the_paper_tables(tmp_path):
@@ -56,3 +77,23 @@ def test_the_committed_runs_render_as_the_paper_tables(tmp_path):
             assert sum(cell.strip() not in ("", "–") for cell in m_sup.split("|")[3::3]) >= 1
         if f"{backbone}_continuous" in scripts:  # the first method column (base: ours, paper, difference) is filled
             assert all(row.split("|")[3].strip() not in ("", "–") for row in pendulum_rows)
+
+
+@pytest.mark.parametrize("folder", ["lunarlander", "pendulum_rerun"])
+def test_the_runs_made_since_exact_resume_render_as_the_paper_tables(folder, tmp_path):
+    from plots import tables
+
+    runs = sorted((PAGES / folder).glob("*/results.json"))
+    if not runs:
+        pytest.skip(f"no run of {folder}/ has finished yet")
+    env_id, out = DATA[folder][0], tmp_path / "table.md"
+    for backbone in sorted({json.loads(path.read_text())["script"].split("_")[0] for path in runs}):
+        tables.main(["--runs", str(PAGES / folder), "--suite", f"{backbone}_main", "--compare-paper", "--provenance",
+                     "--out", str(out)])
+        text = out.read_text()
+        rows = [line for line in text.splitlines() if line.startswith((f"| {env_id} | re ", f"| {env_id} | sm "))]
+        assert len(rows) == 2
+        assert "code: " in text and "not recorded" not in text
+    if list((PAGES / folder).glob("*/geometry_during_training.json")):
+        tables.main(["--runs", str(PAGES / folder), "--during-training", "--compare-paper", "--out", str(out)])
+        assert any(line.startswith(f"| {env_id} | M_sup@") for line in out.read_text().splitlines())
