@@ -55,7 +55,8 @@ class LaunchSettings:
             args += flag_argv(name, value)
         if self.track:
             tags = dict.fromkeys([self.suite, *self.wandb_tags, *([run.tag] if run.tag else [])])  # ordered, unique
-            args += ["--track", "--wandb-project-name", self.wandb_project, "--wandb-group", self.suite,
+            cell = run.name.rsplit("__", 1)[0]  # the run name without its seed: a W&B group holds a cell's seeds
+            args += ["--track", "--wandb-project-name", self.wandb_project, "--wandb-group", cell,
                      "--wandb-tags", *tags]
             if self.wandb_entity:
                 args += ["--wandb-entity", self.wandb_entity]

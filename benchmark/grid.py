@@ -25,6 +25,8 @@ flag names without the leading dashes; a value is a scalar, a list (``"hidden-si
 
 from __future__ import annotations
 
+import ast
+import difflib
 import fnmatch
 import json
 import re
@@ -165,6 +167,8 @@ def load_suite(name_or_path: str, overrides: dict | None = None, scripts_dir: Pa
     path = suite_path(name_or_path)
     try:
         spec = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not a text file (a suite is a JSON file, see benchmark/README.md)") from None
     except json.JSONDecodeError as error:
         raise SuiteError(f"{path}: invalid JSON ({error})") from None
     name = path.stem
@@ -221,6 +225,28 @@ def checked_flags(flags, where: str) -> dict:
     if not isinstance(flags, dict):
         raise SuiteError(f"{where}: 'flags' must be a JSON object")
     return {checked_flag_name(key, where): value for key, value in flags.items()}
+
+
+def script_flags(script_path: Path) -> set[str]:
+    """The flag names of a script, read from its `Args` dataclass without importing it (so without torch)."""
+    tree = ast.parse(script_path.read_text())
+    args = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Args")
+    return {flag_name(node.target.id) for node in args.body if isinstance(node, ast.AnnAssign)}
+
+
+def check_flags(runs: list[Run], scripts_dir: Path) -> None:
+    """Every flag of every run (suite, cell and --set flags) is a flag of its script: a typo fails now, in one
+    line, not when the run starts. Scripts not written yet are not checked."""
+    known = {}
+    for run in runs:
+        path = scripts_dir / f"{run.script}.py"
+        if run.script not in known:
+            known[run.script] = script_flags(path) if path.is_file() else None
+        for name in run.flags:
+            if known[run.script] is not None and name not in known[run.script]:
+                close = difflib.get_close_matches(name, sorted(known[run.script]), n=1)
+                hint = f" (did you mean --{close[0]}?)" if close else ""
+                raise SuiteError(f"run {run.name}: --{name} is not a flag of {run.script}.py{hint}")
 
 
 def check_script(script: str, scripts_dir: Path, where: str) -> None:

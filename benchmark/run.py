@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmark` importable with
 
 from benchmark.backends import BackendError, Ended, Job, LocalBackend, RayBackend
 from benchmark.commands import LaunchSettings
-from benchmark.grid import SCRIPTS_DIR, Run, SuiteError, load_suite, parse_overrides, select
+from benchmark.grid import SCRIPTS_DIR, Run, SuiteError, check_flags, load_suite, parse_overrides, select
 from benchmark.slurm import SlurmOptions, write_job
 from cleanrl_pave.monitoring import format_duration
 
@@ -211,15 +211,15 @@ class Runner:
 
     def suite_eta(self) -> float | None:
         """Seconds until the runs left are done: each run left takes its steps times the mean seconds per step of
-        the finished runs of its script (of all scripts if none finished yet; their mean wall time for a run
-        without a step count), less what a running run has done, shared by the workers. None before any run
-        has finished."""
-        if not self.finished_runs:
+        the finished runs of its own script (their mean wall time for a run without a step count), less what a
+        running run has done, shared by the workers. None until every script left has a finished run: scripts'
+        speeds differ tenfold (a PAVE run against a SAC base run), so another script's would mislead."""
+        left_scripts = {run.script for run in self.pending} | {run.script for run, _ in self.running.values()}
+        if not self.finished_runs or not left_scripts <= self.finished_runs.keys():
             return None
-        every_run = [speed for speeds in self.finished_runs.values() for speed in speeds]
 
         def expected_seconds(run: Run) -> float:
-            speeds = self.finished_runs.get(run.script, every_run)
+            speeds = self.finished_runs[run.script]
             if run.total_timesteps is None:
                 return sum(wall for wall, _ in speeds) / len(speeds)
             return run.total_timesteps * sum(per_step for _, per_step in speeds) / len(speeds)
@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = select(suite.runs, args.filter)
         if not runs:
             raise SuiteError(f"suite {suite.name}: no run matches the filters {args.filter}")
+        check_flags(runs, args.scripts_dir.resolve())
         settings = LaunchSettings(
             suite=suite.name, out=out, threads=args.threads,
             checkpoint_fraction=args.checkpoint_fraction or suite.checkpoint_fraction,

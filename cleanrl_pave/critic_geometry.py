@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
         description="Exact critic geometry (M_sup, NDef, trace and gradient-cosine rates) of a saved model "
                     "along its deterministic rollouts (README: Critic geometry).")
     parser.add_argument("--model", required=True, help="a .cleanrl_model file or checkpoint.pt of any script")
-    parser.add_argument("--episodes", type=int, default=10, help="number of deterministic rollout episodes")
+    parser.add_argument("--episodes", type=int, default=10,
+                        help="number of deterministic rollout episodes (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help=(f"episode i is reset with seed + i (default: training seed + {EVAL_SEED_OFFSET}, "
                               "the evaluation env's seeds)"))
@@ -265,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
     options = parser.parse_args(argv)
     if options.episodes <= 0 or options.threads <= 0:
         parser.error(f"--episodes and --threads must be positive, got {options.episodes} and {options.threads}")
+    if options.output and os.path.isdir(options.output):  # checked before the (long) rollouts, not after them
+        parser.error(f"--output {options.output} is a directory; give a file name, e.g. {options.output}/geometry.json")
     torch.set_num_threads(options.threads)
     result = evaluate_model(options.model, options.episodes, options.seed)
     print(format_table(result))

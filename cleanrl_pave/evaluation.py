@@ -139,6 +139,7 @@ def saved_policy(module, actor, env: gym.Env) -> Callable[[np.ndarray], np.ndarr
 
 def recording_env(env_id: str, folder: str, name_prefix: str) -> gym.Env:
     """An env that writes every episode to `folder` as `<name_prefix>-episode-<i>.mp4`."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # frames need no window (else SDL prints an XDG "error")
     env = gym.make(env_id, render_mode="rgb_array")
     try:
         return gym.wrappers.RecordVideo(env, folder, episode_trigger=lambda _: True, name_prefix=name_prefix,

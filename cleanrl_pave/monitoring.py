@@ -14,6 +14,11 @@ CHECK_STEPS = 10
 """Progress.step reads the clock (and maybe prints) every this many env steps."""
 SPS_WINDOW_S = 60.0
 """Steps per second are measured over about the last minute of the current phase (warm-up or learning)."""
+ETA_SKIP_STEPS = 100
+"""The ETA's clock starts this many steps into the learning phase (of this process), after its first updates: they
+compile the losses (seconds to a minute) and would make the first ETAs days long."""
+ETA_MIN_S = 30.0
+"""No ETA until its clock has run this long: before that it is not an estimate of the learning phase."""
 
 
 def format_duration(seconds: float) -> str:
@@ -35,7 +40,9 @@ class Progress:
 
     SPS is the rate of the current phase over about the last SPS_WINDOW_S seconds, so the fast random warm-up
     never inflates the learning-phase number. The ETA divides the steps left by the learning phase's average
-    rate in this process, evaluations and checkpoints included, since they recur at the same share until the end.
+    rate in this process, evaluations and checkpoints included, since they recur at the same share until the end;
+    that average starts ETA_SKIP_STEPS steps into the learning phase (after the first updates' compilation), and
+    there is no ETA until it has ETA_MIN_S seconds of data.
     """
 
     def __init__(self, total_steps: int, start_step: int, learning_starts: int, interval_s: float):
@@ -44,6 +51,8 @@ class Progress:
         self.start_time = now
         self.samples = deque([(now, start_step)])  # (time, step), about a second apart, of the current phase
         self.learning_start = (now, start_step) if start_step >= learning_starts else None
+        self.eta_from_step = max(start_step, learning_starts) + ETA_SKIP_STEPS
+        self.eta_start = None  # (time, step) where the ETA's average begins
         self.next_line = now + interval_s
         self.episode_return = None
 
@@ -63,6 +72,8 @@ class Progress:
             self.samples.append((now, global_step))
             while len(self.samples) > 1 and now - self.samples[1][0] >= SPS_WINDOW_S:
                 self.samples.popleft()
+        if self.eta_start is None and global_step >= self.eta_from_step:
+            self.eta_start = (now, global_step)
         if self.interval_s > 0 and now >= self.next_line:
             self.next_line = now + self.interval_s
             print(self.line(global_step, now), flush=True)
@@ -77,11 +88,12 @@ class Progress:
         if self.learning_start is None:
             parts.append(f"warm-up SPS {self.sps(global_step)}  random actions until step {self.learning_starts}")
         else:
-            start_time, start_step = self.learning_start
-            rate = (global_step - start_step) / max(now - start_time, 1e-9)
-            eta = format_duration((self.total_steps - global_step) / rate) if rate > 0 else "?"
             window = now - self.samples[0][0]
-            parts.append(f"SPS {self.sps(global_step)} (last {window:.0f}s)  ETA {eta}")
+            parts.append(f"SPS {self.sps(global_step)} (last {window:.0f}s)")
+            if self.eta_start is not None and now - self.eta_start[0] >= ETA_MIN_S:
+                start_time, start_step = self.eta_start
+                rate = (global_step - start_step) / (now - start_time)
+                parts[-1] += f"  ETA {format_duration((self.total_steps - global_step) / rate) if rate > 0 else '?'}"
         if self.episode_return is not None:
             parts.append(f"train return {self.episode_return:.1f}")
         return "  ".join(parts)

@@ -73,7 +73,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the entity (team) of wandb's project"""
     wandb_group: Optional[str] = None
-    """the wandb group of this run (the benchmark runner sets it to the suite name)"""
+    """the wandb group of this run (default: `{env_id}__{exp_name}`, so that a workspace groups each cell's seeds)"""
     wandb_tags: tuple[str, ...] = ()
     """extra wandb tags"""
     capture_video: bool = False
@@ -150,6 +150,8 @@ def resolve_args(args: Args) -> Args:
     """Fill every unset (None) setting with the paper's value for this env, then reject impossible values."""
     paper = {**DEFAULT_ENV_SETTINGS, **PAPER_ENV_SETTINGS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in paper.items() if getattr(args, key) is None})
+    if not args.learning_rate > 0:
+        raise SystemExit(f"error: --learning-rate must be positive, got {args.learning_rate}")
     for name in ("total_timesteps", "buffer_size", "batch_size", "eval_episodes", "log_freq", "train_freq",
                  "gradient_steps", "threads"):
         if getattr(args, name) <= 0:
@@ -161,6 +163,9 @@ def resolve_args(args: Args) -> Args:
     if args.log_freq % args.train_freq:
         raise SystemExit(f"error: --log-freq ({args.log_freq}) must be a multiple of --train-freq "
                          f"({args.train_freq}) so that every logged step has losses")
+    if args.buffer_size < args.batch_size:
+        raise SystemExit(f"error: --buffer-size ({args.buffer_size}) must hold at least one batch "
+                         f"(--batch-size {args.batch_size})")
     if not args.hidden_sizes or min(args.hidden_sizes) <= 0:
         raise SystemExit(f"error: --hidden-sizes must be positive integers, got {args.hidden_sizes}")
     return args
@@ -168,6 +173,8 @@ def resolve_args(args: Args) -> Args:
 
 def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str = "") -> gym.Env:
     """One env with episode statistics; a clear one-line error for ids, spaces or extras we cannot use."""
+    if capture_video:  # rgb_array frames need no window: without one SDL would print an XDG_RUNTIME_DIR "error"
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
     except gym.error.DependencyNotInstalled as error:
@@ -351,22 +358,24 @@ def main(args: Args) -> dict:
     stop_signals = StopSignals(checkpoint_path)  # SIGINT/SIGTERM: save a checkpoint at the end of the step, then exit
     checkpoint = load_checkpoint(checkpoint_path, SCRIPT, args.env_id) \
         if args.resume and os.path.exists(checkpoint_path) else None
-    config = jsonable(dataclasses.asdict(args))
+    # resumable at any step: a checkpoint replays the current episode's actions (README: Reproducibility); a bad env
+    # id or space fails here, before anything is printed
+    env = ResumableEnv(make_env(args.env_id, args.seed, args.capture_video, run_name))
+    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
+    # the resolved configuration: the run's own name, and whether it trains on a GPU
+    config = jsonable(dataclasses.asdict(dataclasses.replace(
+        args, run_name=run_name, cuda=args.cuda and torch.cuda.is_available())))
     print(f"{SCRIPT}: {run_name}" + (f" (resuming at step {checkpoint['global_step']})" if checkpoint else
                                       " (no checkpoint to resume; starting fresh)" if args.resume else ""))
     print(json.dumps(config, indent=2))
-
-    # resumable at any step: a checkpoint replays the current episode's actions (README: Reproducibility)
-    env = ResumableEnv(make_env(args.env_id, args.seed, args.capture_video, run_name))
-    eval_env = make_env(args.env_id, args.seed + EVAL_SEED_OFFSET)
     if args.track:
         import wandb
 
         wandb.init(
             project=args.wandb_project_name,
             entity=args.wandb_entity,
-            group=args.wandb_group,
-            tags=list(args.wandb_tags),
+            group=args.wandb_group or f"{args.env_id}__{args.exp_name}",  # the seeds of one cell together (README)
+            tags=list(dict.fromkeys([args.env_id, args.exp_name, *args.wandb_tags])),
             sync_tensorboard=True,
             config=config,
             name=run_name,
@@ -374,6 +383,9 @@ def main(args: Args) -> dict:
             resume="allow",
             save_code=True,
         )
+        # every chart against env steps (the scalars' global_step), not W&B's own count of its log calls
+        wandb.define_metric("global_step")
+        wandb.define_metric("*", step_metric="global_step")
     # purge_step drops events a killed run logged after its checkpoint, so the resumed curve continues cleanly
     writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
     writer.add_text(

@@ -63,8 +63,8 @@ CURVE_TAG_PREFIXES = ("eval/", "geometry/")
 HISTORY_KEYS = {CURVE_RETURN: "return_mean", CURVE_SMOOTHNESS: "smoothness_mean", "eval/action_change": "action_change_mean"}
 # A W&B run summary holds the last value logged for each scalar, and the final evaluation is logged last.
 SUMMARY_TO_METRIC = {CURVE_RETURN: RETURN, CURVE_SMOOTHNESS: SMOOTHNESS}
-# x-axis column of a W&B chart export, in order of preference (global_step is the env step the scripts log;
-# W&B's own Step/_step counts log calls).
+# x-axis column of a W&B chart export: global_step, the env step the scripts log and declare as every chart's step
+# metric; an export over W&B's own Step/_step (its count of log calls) is refused.
 WANDB_STEP_COLUMNS = ("global_step", "Step", "_step")
 WANDB_RUN_TABLE_REQUIRED = ("Name", "env_id", "exp_name", "seed")
 
@@ -115,14 +115,22 @@ def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike], wandb_proj
     """
     paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(path) for path in paths]
     records: list[dict] = []
-    csv_paths = []
+    csv_paths, sources = [], []
     for path in paths:
         if not path.exists():
             raise PlotInputError(f"no such file or directory: {path}")
         if path.suffix.lower() == ".csv":
             csv_paths.append(path)
+            sources.append(str(path))
+            continue
+        local = _load_local(path)
+        exports = sorted(path.glob("*.csv")) if path.is_dir() else []
+        if not local and exports:  # a folder of W&B exports
+            csv_paths += exports
+            sources += map(str, exports)
         else:
-            records += _load_local(path)
+            sources.append(str(path))
+        records += local
     records += _load_wandb_csvs(csv_paths)
     for project in wandb_projects:
         records += _wandb_api_records(project)
@@ -131,7 +139,7 @@ def load_runs(paths: str | os.PathLike | Iterable[str | os.PathLike], wandb_proj
         raise PlotInputError(
             f"no runs found in {searched} (looked for results.json, TensorBoard event files, geometry JSONs, W&B CSV exports)"
         )
-    sources = [str(path) for path in paths] + [f"wandb:{project}" for project in wandb_projects]
+    sources += [f"wandb:{project}" for project in wandb_projects]
     return _keep_first_source(_tidy(records), sources)
 
 
@@ -272,6 +280,11 @@ def _load_wandb_csvs(paths: list[Path]) -> list[dict]:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")  # tolerate a BOM
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as error:
             raise PlotInputError(f"cannot read {path}: {error}") from None
+        if list(frame.columns) == ["Wall time", "Step", "Value"]:
+            raise PlotInputError(
+                f"{path} is a TensorBoard scalar export (one scalar of one run, with no run name): pass the run's "
+                "directory, which holds its event files or results.json, with --runs instead"
+            )
         if "Name" in frame.columns:
             run_tables.append((path, frame))
         elif any(column in frame.columns for column in WANDB_STEP_COLUMNS):
@@ -309,18 +322,29 @@ def _from_wandb_run_table(path: Path, frame: pd.DataFrame, known_runs: dict[str,
                 records.append(_record(meta, metric, value, None if step is None else int(step)))
     if unfinished:
         warnings.warn(f"{path}: {unfinished} run(s) not in State 'finished'; their summaries are left out")
+    if not any(column in frame.columns for column in SUMMARY_TO_METRIC):
+        raise PlotInputError(
+            f"{path}: the W&B runs export has no {' or '.join(SUMMARY_TO_METRIC)} column: show those summary "
+            "columns in the runs table before exporting"
+        )
     return records
 
 
 def _from_wandb_history(path: Path, frame: pd.DataFrame, known_runs: dict[str, dict]) -> list[dict]:
     step_column = next(column for column in WANDB_STEP_COLUMNS if column in frame.columns)
+    if step_column != "global_step":  # W&B's own Step/_step counts log calls: curves over it are not over env steps
+        raise PlotInputError(
+            f"{path}: the chart's x-axis is W&B's '{step_column}' (its count of log calls), not env steps: set the "
+            "chart's x-axis to global_step in the W&B UI and export it again"
+        )
     steps = pd.to_numeric(frame[step_column], errors="coerce")
-    records = []
+    records, other_tags = [], set()
     for column in frame.columns:
         if " - " not in column or column.endswith(("__MIN", "__MAX")):
             continue
         run_name, tag = column.rsplit(" - ", 1)
         if not tag.startswith(CURVE_TAG_PREFIXES):
+            other_tags.add(tag)
             continue
         meta = known_runs.get(run_name)
         if meta is None:
@@ -338,6 +362,12 @@ def _from_wandb_history(path: Path, frame: pd.DataFrame, known_runs: dict[str, d
             for step, value in zip(steps, values)
             if pd.notna(step) and pd.notna(value)
         ]
+    if not records and other_tags:
+        raise PlotInputError(
+            f"{path}: the chart export holds {', '.join(sorted(other_tags))}, which no table or figure uses: export "
+            f"an {' or '.join(prefix + '*' for prefix in CURVE_TAG_PREFIXES)} chart (eval/episodic_return, "
+            "eval/smoothness, ...)"
+        )
     return records
 
 

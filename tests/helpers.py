@@ -32,3 +32,31 @@ def train_tiny_runs(root, scripts, **overrides) -> dict:
     finally:
         os.chdir(previous_dir)
     return {script: root / "runs" / script for script in scripts}
+
+
+def wandb_offline_records(run_dir) -> list:
+    """The records of an offline W&B run's .wandb file (a LevelDB-style log of protobuf Records: a 7-byte file
+    header, then 32 KiB blocks of chunks, each with a 7-byte header: checksum, length, type), so tests can read
+    what a run declared (its group, tags, config, step metrics) without a W&B server."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    [path] = list(run_dir.glob("*.wandb"))
+    data, position, pending, records = path.read_bytes(), 7, b"", []
+    while position + 7 <= len(data):
+        left = 32768 - position % 32768
+        if left < 7:  # a block's tail too short for a chunk header is padding
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if length == 0 and kind == 0:
+            break
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records

@@ -1,6 +1,7 @@
 """Foundation behaviour of the base scripts: paper defaults, determinism, the replay data, resume, bad input, W&B."""
 
 import importlib
+import json
 import os
 import pathlib
 import re
@@ -13,6 +14,7 @@ import pytest
 import torch
 import tyro
 
+from tests.helpers import wandb_offline_records
 from tests.test_scripts_smoke import scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -172,14 +174,18 @@ def test_resume_refuses_a_checkpoint_of_another_script_or_env(tmp_path):
     (["--env-id", "Pendulum-v1", "--total-timesteps", "-5"], "--total-timesteps must be positive"),
     (["--env-id", "Pendulum-v1", "--eval-episodes", "0"], "--eval-episodes must be positive"),
     (["--env-id", "Pendulum-v1", "--eval-freq", "-1"], "--eval-freq must be non-negative"),
+    (["--env-id", "Pendulum-v1", "--learning-rate", "-0.001"], "--learning-rate must be positive, got -0.001"),
+    (["--env-id", "Pendulum-v1", "--buffer-size", "10"], "--buffer-size (10) must hold at least one batch"),
 ])
 @pytest.mark.parametrize("script", BASES)
 def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path):
+    """Rejected before anything is printed or written: no configuration dump before the error, no run directory."""
     result = run_script(script, *flags, cwd=tmp_path)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert result.stdout == ""
     assert not (tmp_path / "runs").exists()
 
 
@@ -211,8 +217,10 @@ def test_wandb_offline_tracking_uploads_the_videos(tmp_path):
     result = run_script("td3_continuous", "--env-id", "Pendulum-v1", "--total-timesteps", "450", "--learning-starts",
                         "100", "--eval-freq", "0", "--run-name", "tracked", "--track", "--wandb-group", "tests",
                         "--capture-video", *TINY, cwd=tmp_path,
-                        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
+                        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true",
+                             "XDG_RUNTIME_DIR": ""})  # as on a machine without a desktop session
     assert result.returncode == 0, result.stderr
+    assert "XDG_RUNTIME_DIR" not in result.stdout + result.stderr  # SDL's complaint, which reads like our errors
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb")), "the offline run holds no W&B data file"
@@ -221,6 +229,25 @@ def test_wandb_offline_tracking_uploads_the_videos(tmp_path):
     uploaded = sorted((runs[0] / "files/media/videos").glob("*.mp4"))
     assert len(recorded) == 2 and len(uploaded) == len(recorded)
     assert sorted(path.stat().st_size for path in uploaded) == sorted(path.stat().st_size for path in recorded)
+
+
+def test_wandb_runs_chart_against_env_steps_and_group_each_cells_seeds(tmp_path):
+    """Without --wandb-group a run joins the group of its (env, method) cell, tagged with both, declares global_step
+    (the env step) as every chart's step metric, and logs the resolved configuration."""
+    result = run_script("td3_continuous", "--env-id", "Pendulum-v1", "--total-timesteps", "150", "--learning-starts",
+                        "100", "--eval-freq", "0", "--track", *TINY, cwd=tmp_path,
+                        env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
+    assert result.returncode == 0, result.stderr
+    [run_dir] = list((tmp_path / "wandb").glob("offline-run-*"))
+    records = wandb_offline_records(run_dir)
+    run = next(record.run for record in records if record.WhichOneof("record_type") == "run")
+    assert run.run_group == "Pendulum-v1__td3_continuous"
+    assert {"Pendulum-v1", "td3_continuous"} <= set(run.tags)
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    [run_name] = [path.name for path in (tmp_path / "runs").iterdir()]
+    assert config["run_name"] == run_name and config["cuda"] is (torch.cuda.is_available())
+    metrics = [record.metric for record in records if record.WhichOneof("record_type") == "metric"]
+    assert any(metric.glob_name == "*" and metric.step_metric == "global_step" for metric in metrics)
 
 
 def test_progress_lines_and_charts_sps_measure_the_learning_phase(tmp_path, monkeypatch, capsys):

@@ -149,7 +149,8 @@ def test_suite_commands_parse_with_each_scripts_own_cli():
                 parsers[command["script"]] = module.Args
             args = tyro.cli(parsers[command["script"]], args=command["args"])
             assert args.resume and args.run_name == command["run-name"]
-            assert args.track and args.wandb_group == suite and suite in args.wandb_tags
+            assert args.track and suite in args.wandb_tags
+            assert args.wandb_group == command["run-name"].rsplit("__", 1)[0]  # the cell: env, script and tag
     assert "td3_continuous" in parsers and "sac_continuous" in parsers
 
 
@@ -184,6 +185,15 @@ def test_bad_input_gives_a_one_line_error(tmp_path):
     assert len(unknown_script.stderr.strip().splitlines()) == 1
     runner_flag = benchmark("--suite", "quick", "--set", "seed=3", "--dry-run")
     assert runner_flag.returncode == 2 and "set by the runner" in runner_flag.stderr
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(bytes(range(128, 256)))  # not UTF-8
+    not_text = benchmark("--suite", binary, "--dry-run")
+    assert not_text.returncode == 2 and not_text.stderr.strip().splitlines() == [
+        f"run.py: error: {binary}: not a text file (a suite is a JSON file, see benchmark/README.md)"]
+    typo = benchmark("--suite", "quick", "--set", "total-timestep=10", "--dry-run")  # caught before any run starts
+    assert typo.returncode == 2 and typo.stdout == "" and typo.stderr.strip().splitlines() == [
+        "run.py: error: run Pendulum-v1__td3_continuous__178132: --total-timestep is not a flag of td3_continuous.py "
+        "(did you mean --total-timesteps?)"]
 
 
 def test_slurm_job_has_one_array_task_per_run(tmp_path):
@@ -293,9 +303,12 @@ def test_suite_eta_from_the_finished_runs_seconds_per_step(tmp_path):
         runner.record_speed(done)
     runner.pending.extend(left[1:])
     runner.running[left[0].name] = (left[0], time.monotonic() - 30.0)
-    # td3 base 2000 x 0.1 s - 30 s done, pave 1000 x 0.4 s, sac (no finished run) 1000 x mean(0.1, 0.4): on 2 workers
-    assert runner.suite_eta() == pytest.approx((170.0 + 400.0 + 250.0) / 2, abs=0.5)
-    runner.workers = 4
+    assert runner.suite_eta() is None  # sac_continuous has no finished run: no other script's speed stands for it
+    runner.pending.remove(left[2])
+    # td3 base 2000 x 0.1 s - 30 s done, pave 1000 x 0.4 s: on 1 worker their sum
+    runner.workers = 1
+    assert runner.suite_eta() == pytest.approx(170.0 + 400.0, abs=0.5)
+    runner.workers = 2
     assert runner.suite_eta() == pytest.approx(400.0, abs=0.5)  # never less than the longest run left
 
 

@@ -2,6 +2,9 @@
 
 import json
 import math
+import pathlib
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -22,6 +25,8 @@ from cleanrl_pave.critic_geometry import (
     spectral_norms,
 )
 from tests.helpers import train_tiny_runs
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 DTYPE = torch.float64
 
@@ -230,3 +235,15 @@ def test_live_geometry_logged_by_a_script_equals_the_cli_on_its_saved_model(tiny
         (event,) = accumulator.Scalars(f"geometry/{key}")
         assert event.step == 300
         assert event.value == pytest.approx(result[key], rel=1e-5, abs=1e-6), key
+
+
+def test_cli_refuses_a_directory_as_output_in_one_line_before_rolling_out(tiny_runs, tmp_path):
+    script = next(iter(tiny_runs))
+    done = subprocess.run([sys.executable, "-m", "cleanrl_pave.critic_geometry", "--model",
+                           str(tiny_runs[script] / f"{script}.cleanrl_model"), "--output", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (f"python -m cleanrl_pave.critic_geometry: error: --output "
+                                                    f"{tmp_path} is a directory; give a file name, e.g. "
+                                                    f"{tmp_path}/geometry.json")
+    assert list(tmp_path.iterdir()) == []

@@ -35,12 +35,33 @@ def test_sps_is_the_learning_phase_rate_over_the_last_minute_and_eta_the_phase_a
         if step == 2_000:
             assert progress.sps(step) == 10  # the fast warm-up counts nowhere
     assert progress.sps(2_500) == 5  # the last minute ran at 5 steps/s (a whole-run average would say 12)
-    # ETA: 7500 steps left at the learning phase's average, 1500 steps in 200 s, = 1000 s
+    # ETA: 7500 steps left at the learning phase's average from its 100th step (1100, at 11 s: the first updates
+    # compile), 1400 steps in 190 s, = 1017.9 s
     assert progress.line(2_500, clock.now) == \
-        "step 2500/10000 (25.0%)  SPS 5 (last 60s)  ETA 16m40s  train return -12.5"
+        "step 2500/10000 (25.0%)  SPS 5 (last 60s)  ETA 16m58s  train return -12.5"
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6  # one every 30 s of the 201 s
-    assert lines[0].startswith("step ") and "ETA" in lines[0] and all(line.startswith("step ") for line in lines)
+    assert all(line.startswith("step ") for line in lines)
+    assert "ETA" not in lines[0] and all("ETA" in line for line in lines[1:])  # 19 s of ETA clock at 30 s: none
+
+
+def test_no_eta_while_the_first_updates_compile(monkeypatch):
+    """A 60 s compile in the first learning step makes no ETA of days: the ETA's clock starts after it."""
+    clock = Clock()
+    monkeypatch.setattr(monitoring.time, "time", clock)
+    progress = Progress(total_steps=100_000, start_step=0, learning_starts=1_000, interval_s=0)
+    for step in range(1, 1_301):
+        clock.now += 0.001 if step <= 1_000 else 60.0 if step == 1_001 else 0.05  # then 20 steps/s
+        progress.step(step)
+        if step == 1_050:
+            assert "ETA" not in progress.line(step, clock.now)
+    assert "ETA" not in progress.line(1_300, clock.now)  # its clock started at step 1100: 10 s of it, under 30 s
+    for step in range(1_301, 1_801):
+        clock.now += 0.05
+        progress.step(step)
+    # from step 1100: 700 steps in 35 s, 20 steps/s; 98,200 steps left = 4910 s (an average since step 1000 would
+    # say 8.6 steps/s and 3h10m, one from the first update days)
+    assert progress.line(1_800, clock.now).endswith("ETA 1h21m")
 
 
 def test_warm_up_lines_have_no_eta_and_a_resumed_run_starts_in_the_learning_phase(monkeypatch):
@@ -50,11 +71,11 @@ def test_warm_up_lines_have_no_eta_and_a_resumed_run_starts_in_the_learning_phas
     clock.now += 2.0
     assert progress.line(500, clock.now) == "step 500/5000 (10.0%)  warm-up SPS 250  random actions until step 1000"
     resumed = Progress(total_steps=5_000, start_step=3_000, learning_starts=1_000, interval_s=0)
-    for step in range(3_001, 3_101):
+    for step in range(3_001, 3_201):
         clock.now += 0.5
         resumed.step(step)
-    assert resumed.sps(3_100) == 2
-    assert resumed.line(3_100, clock.now).endswith("SPS 2 (last 50s)  ETA 15m50s")
+    assert resumed.sps(3_200) == 2
+    assert resumed.line(3_200, clock.now).endswith("SPS 2 (last 60s)  ETA 15m00s")  # its clock from step 3100
 
 
 def test_zero_interval_prints_nothing_and_finish_names_the_outputs(monkeypatch, capsys):

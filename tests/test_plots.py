@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import types
+import re
 import warnings
 from pathlib import Path
 
@@ -470,7 +471,7 @@ def write_wandb_exports(directory: Path, all_results: list[dict]) -> list[Path]:
         writer.writerow(["Hopper-v5__td3_pave_continuous__9__1", "crashed", "-", "someone", "", "2026-01-01T00:00:00.000Z",
                          "5", "", "Hopper-v5", "td3_pave_continuous", "9", str(TOTAL_STEPS), "3000", "99999", "0.001", "1000"])
     charts = []
-    for tag, key, step_column in (("eval/episodic_return", "return_mean", "Step"), ("eval/smoothness", "smoothness_mean", "global_step")):
+    for tag, key, step_column in (("eval/episodic_return", "return_mean", "global_step"), ("eval/smoothness", "smoothness_mean", "global_step")):
         path = directory / f"wandb_export_{key}.csv"
         columns = [step_column]
         for results in all_results:
@@ -512,9 +513,21 @@ def test_wandb_csv_exports_give_the_same_tables(runs_dir, all_results, tmp_path)
 
 def test_wandb_chart_export_of_grouped_runs_is_rejected(tmp_path):
     path = tmp_path / "grouped.csv"
-    path.write_text('"Step","exp_name: td3_pave_continuous - eval/episodic_return"\n"1000","5"\n')
+    path.write_text('"global_step","exp_name: td3_pave_continuous - eval/episodic_return"\n"1000","5"\n')
     with pytest.raises(PlotInputError, match="cannot tell env/method/seed"):
         load_runs([path])
+
+
+@pytest.mark.parametrize("step_column", ["Step", "_step"])
+def test_a_chart_export_over_wandbs_own_step_is_refused_in_one_line(step_column, tmp_path):
+    """W&B's Step counts log calls (4, 14, ...), not env steps: plotted as env steps it would mislead silently."""
+    path = tmp_path / "chart.csv"
+    path.write_text(f'"{step_column}","Pendulum-v1__td3_continuous__1 - eval/episodic_return"\n"4","5"\n"14","6"\n')
+    with pytest.raises(PlotInputError) as refused:
+        load_runs([path])
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and f"x-axis is W&B's '{step_column}'" in message
+    assert "set the chart's x-axis to global_step" in message
 
 
 def test_wandb_api_offline(monkeypatch, runs_dir, all_results):
@@ -613,3 +626,26 @@ def test_during_training_table_from_exported_geometry_against_the_paper(tmp_path
     # base: mean of 301 and 321 (std 10); the paper's 273; pave best (bold)
     assert rows[("M_sup@100000 ↓",)] == ["311.0 (10.0)", "273.0", "+38.0", "**111.0 (10.0)**", "101.0", "+10.0"]
     assert rows[("ndef_rate@500000 ↑",)][:3] == ["0.375 (0.125)", "0.332", "+0.043"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('"Wall time","Step","Value"\n"1.0","1000","5.0"\n', "is a TensorBoard scalar export"),
+    ('"Name","env_id","exp_name","seed"\n"Pendulum-v1__td3_continuous__1","Pendulum-v1","td3_continuous","1"\n',
+     "has no eval/episodic_return or eval/smoothness column: show those summary columns"),
+    ('"global_step","Pendulum-v1__td3_continuous__1 - charts/episodic_return"\n"1000","5"\n',
+     "holds charts/episodic_return, which no table or figure uses: export an eval/* or geometry/* chart"),
+])
+def test_foreign_or_incomplete_exports_say_what_is_missing_and_what_would_work(content, message, tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text(content)
+    with pytest.raises(PlotInputError, match=re.escape(message)) as refused:
+        load_runs([path])
+    assert len(str(refused.value).splitlines()) == 1
+
+
+def test_a_folder_of_wandb_exports_is_read_as_the_exports(all_results, tmp_path):
+    exports = write_wandb_exports(tmp_path, all_results)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from_folder, from_files = load_runs([tmp_path]), load_runs(exports)
+    assert from_folder.drop(columns="source").equals(from_files.drop(columns="source"))
