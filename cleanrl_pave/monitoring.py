@@ -92,7 +92,7 @@ class Progress:
             parts.append(f"SPS {self.sps(global_step)} (last {window:.0f}s)")
             if self.eta_start is not None and now - self.eta_start[0] >= ETA_MIN_S:
                 start_time, start_step = self.eta_start
-                rate = (global_step - start_step) / (now - start_time)
+                rate = (global_step - start_step) / max(now - start_time, 1e-9)
                 parts[-1] += f"  ETA {format_duration((self.total_steps - global_step) / rate) if rate > 0 else '?'}"
         if self.episode_return is not None:
             parts.append(f"train return {self.episode_return:.1f}")

@@ -14,6 +14,7 @@ import pytest
 import torch
 import tyro
 
+from cleanrl_pave import monitoring
 from tests.helpers import wandb_offline_records
 from tests.test_scripts_smoke import scalars
 
@@ -252,6 +253,7 @@ def test_wandb_runs_chart_against_env_steps_and_group_each_cells_seeds(tmp_path)
 
 def test_progress_lines_and_charts_sps_measure_the_learning_phase(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(monitoring, "ETA_MIN_S", 0.0)  # this short run's ETA clock never reaches 30 s
     module = importlib.import_module("cleanrl_pave.td3_continuous")
     learning_starts, total = 2000, 2600
     module.main(module.Args(env_id="Pendulum-v1", total_timesteps=total, learning_starts=learning_starts,
