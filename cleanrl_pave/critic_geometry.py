@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
         prog="python -m cleanrl_pave.critic_geometry",
         description="Exact critic geometry (M_sup, NDef, trace and gradient-cosine rates) of a saved model "
                     "along its deterministic rollouts (README: Critic geometry).")
-    parser.add_argument("--model", required=True, help="a .cleanrl_model file or checkpoint.pt of any script")
+    # checked after parsing (not required=True), so that a misspelt `--modle` is reported as unknown, not as missing
+    parser.add_argument("--model", help="a .cleanrl_model file or checkpoint.pt of any script (required)")
     parser.add_argument("--episodes", type=int, default=10,
                         help="number of deterministic rollout episodes (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (1, as in the training scripts, was fastest on a 2-core CPU)")
     options = parser.parse_args(argv)
+    if not options.model:
+        parser.error("the following arguments are required: --model")
     if options.episodes <= 0 or options.threads <= 0:
         parser.error(f"--episodes and --threads must be positive, got {options.episodes} and {options.threads}")
     if options.output and os.path.isdir(options.output):  # checked before the (long) rollouts, not after them

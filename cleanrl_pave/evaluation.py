@@ -155,31 +155,43 @@ def parse_model(spec: str) -> tuple[str | None, str]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """One line per model: return and smoothness as mean (population std) over its episodes."""
-    header = ["model", "script", "env", "episodes", "reset seeds", "return mean (std)", "sm mean (std)", "file"]
+    """One line per model: return, smoothness and mean action change as mean (population std) over its episodes."""
+    header = ["model", "script", "env", "episodes", "reset seeds", "return mean (std)", "sm mean (std)",
+              "|da| mean (std)", "file"]
     body = [[row["label"], row["script"], row["env_id"], str(len(row["episode_returns"])),
              f"{row['seed']}-{row['seed'] + len(row['episode_returns']) - 1}",
              f"{row['return_mean']:.2f} ({row['return_std']:.2f})",
-             f"{row['smoothness_mean']:.4f} ({row['smoothness_std']:.4f})", row["model"]] for row in rows]
+             f"{row['smoothness_mean']:.4f} ({row['smoothness_std']:.4f})",
+             f"{row['action_change_mean']:.4f} ({np.std(row['episode_action_change']):.4f})", row["model"]]
+            for row in rows]
     widths = [max(len(cells[column]) for cells in [header, *body]) for column in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
                      for cells in [header, *body])
 
 
 def plot_action_traces(figure_class, traces: list[dict], env_id: str, seed: int, path: str) -> None:
-    """One column per model, one row per action dim: each model's env-scale actions over one episode."""
+    """One column per model; per action dim, a row of its env-scale actions over one episode and a row of the
+    change |a_t - a_(t-1)|, which shows what `sm` alone can hide (a constant or step-by-step alternating action
+    scores sm 0: README, Evaluation and smoothness)."""
     act_dim = traces[0]["actions"].shape[1]
-    figure = figure_class(figsize=(max(3.6 * len(traces), 6.0), 1.8 * act_dim + 0.3 * len(traces) + 1.2),
+    figure = figure_class(figsize=(max(3.6 * len(traces), 6.0), 3.0 * act_dim + 0.3 * len(traces) + 1.2),
                           layout="constrained")
-    axes = figure.subplots(act_dim, len(traces), sharex=True, sharey="row", squeeze=False)
+    axes = figure.subplots(2 * act_dim, len(traces), sharex=True, sharey="row", squeeze=False,
+                           gridspec_kw={"height_ratios": [2, 1] * act_dim})
     for column, trace in enumerate(traces):
+        color = f"C{column % 10}"
         for dim in range(act_dim):
-            axis = axes[dim, column]
-            axis.plot(trace["actions"][:, dim], color=f"C{column % 10}", linewidth=1.0,
-                      label=f"{trace['label']}: sm {trace['smoothness']:.4f}, return {trace['return']:.1f}")
-            axis.grid(alpha=0.3)
+            actions, changes = axes[2 * dim, column], axes[2 * dim + 1, column]
+            actions.plot(trace["actions"][:, dim], color=color, linewidth=1.0,
+                         label=f"{trace['label']}: sm {trace['smoothness']:.4f}, |da| {trace['action_change']:.4f}, "
+                               f"return {trace['return']:.1f}")
+            changes.plot(range(1, len(trace["actions"])), np.abs(np.diff(trace["actions"][:, dim])), color=color,
+                         linewidth=0.8)
+            for axis in (actions, changes):
+                axis.grid(alpha=0.3)
             if column == 0:
-                axis.set_ylabel(f"action {dim}")
+                actions.set_ylabel(f"action {dim}")
+                changes.set_ylabel(f"|change {dim}|")
         axes[0, column].set_title(trace["label"])
         axes[-1, column].set_xlabel("step")
     handles = [axes[0, column].get_legend_handles_labels() for column in range(len(traces))]
@@ -195,8 +207,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         prog="python -m cleanrl_pave.evaluation",
         description="Return and smoothness (sm) of saved policies of any script: deterministic episodes seeded as "
                     "in training's evaluation, one table row per model, optional videos and an action-trace plot.")
-    parser.add_argument("--model", action="append", required=True, metavar="[LABEL=]PATH",
-                        help="a .cleanrl_model file or checkpoint.pt of any script; repeat to compare models")
+    # --model is checked after parsing, not with required=True: argparse reports a missing required flag before an
+    # unknown one, so a misspelt `--modle` read "--model is required"
+    parser.add_argument("--model", action="append", metavar="[LABEL=]PATH",
+                        help="a .cleanrl_model file or checkpoint.pt of any script; repeat to compare models (required)")
     parser.add_argument("--episodes", type=int, default=10, help="deterministic episodes per model (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help=(f"episode i resets with seed + i for every model (default: each model's training seed + "
@@ -206,6 +220,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="draw one episode's actions per model side by side, same reset seed (the [plot] extra)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     options = parser.parse_args(argv)
+    if not options.model:
+        parser.error("the following arguments are required: --model")
     if options.episodes <= 0 or options.threads <= 0:
         parser.error(f"--episodes and --threads must be positive, got {options.episodes} and {options.threads}")
     figure_class = None
@@ -250,7 +266,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             episode = evaluate(saved_policy(model["module"], model["actor"], env), env, 1, seed)
             env.close()
             traces.append({"label": model["label"], "actions": episode["actions"][0],
-                           "smoothness": episode["smoothness"][0], "return": episode["returns"][0]})
+                           "smoothness": episode["smoothness"][0], "action_change": episode["action_change"][0],
+                           "return": episode["returns"][0]})
         plot_action_traces(figure_class, traces, env_ids[0], seed, options.plot_actions)
         print(f"wrote {options.plot_actions}")
     return results

@@ -42,12 +42,32 @@ CURVE_METRICS = {
 
 
 def curve_summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """mean, population std and number of seeds of ``metric`` per (backbone, env, method, step); one run
-    per seed. Seeds are matched on exact steps, which holds for runs with the same --eval-freq."""
-    rows = df[df["metric"] == metric]
+    """mean, population std and number of seeds of ``metric`` per (backbone, env, method, step): one run per
+    seed, at the steps every seed of the line has (`shared_steps`)."""
+    return _summary(shared_steps(one_run_per_seed(df[df["metric"] == metric])), metric)
+
+
+def shared_steps(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows at the steps that every seed of their (backbone, env, method) line has, so a line never averages
+    different sets of seeds (a seed still running, runs of different lengths); warns once per line it shortens,
+    naming each seed's last step."""
+    kept = []
+    for (backbone, env, method), line in rows.groupby(["backbone", "env", "method"], sort=False):
+        steps_per_seed = line.groupby("seed")["step"].agg(lambda steps: frozenset(steps.dropna()))
+        shared = frozenset.intersection(*steps_per_seed)
+        if len(shared) < len(line["step"].dropna().unique()):
+            ends = ", ".join(f"seed {seed} at {max(steps, default=0)}" for seed, steps in steps_per_seed.items())
+            shown = f"up to step {max(shared)}" if shared else "none, as no step has them all"
+            warnings.warn(f"{line_label(backbone, method)} on {env}: its seeds end at different steps ({ends}); "
+                          f"the curve shows the steps all seeds have: {shown}")
+        kept.append(line[line["step"].isin(shared)])
+    return pd.concat(kept) if kept else rows
+
+
+def _summary(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = rows[rows["metric"] == metric]
     if rows.empty:
         return pd.DataFrame(columns=["backbone", "env", "method", "step", "mean", "std", "n_seeds"])
-    rows = one_run_per_seed(rows)
     return (
         rows.groupby(["backbone", "env", "method", "step"])["value"]
         .agg(mean="mean", std=lambda values: values.std(ddof=0), n_seeds="size")
@@ -62,9 +82,10 @@ def plot_curves(df: pd.DataFrame, out_prefix, metrics=tuple(CURVE_METRICS), suit
         df = suite_layout(suite).keep(df)
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    curves = shared_steps(one_run_per_seed(df[df["metric"].isin(metrics)]))  # all metrics at once: each warning once
     written = []
     for metric in metrics:
-        summary = curve_summary(df, metric)
+        summary = _summary(curves, metric)
         if summary.empty:
             continue
         name, ylabel = CURVE_METRICS.get(metric, (metric.replace("/", "_"), metric))

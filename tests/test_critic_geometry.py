@@ -247,3 +247,15 @@ def test_cli_refuses_a_directory_as_output_in_one_line_before_rolling_out(tiny_r
                                                     f"{tmp_path} is a directory; give a file name, e.g. "
                                                     f"{tmp_path}/geometry.json")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("module", ["cleanrl_pave.critic_geometry", "cleanrl_pave.evaluation"])
+def test_cli_names_a_misspelt_flag_as_unknown_not_model_as_missing(module, tmp_path):
+    done = subprocess.run([sys.executable, "-m", module, "--modle", str(tmp_path / "x.cleanrl_model")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (f"python -m {module}: error: unrecognized arguments: --modle "
+                                                    f"{tmp_path / 'x.cleanrl_model'}")
+    missing = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].endswith("error: the following arguments are required: --model")

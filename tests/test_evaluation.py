@@ -39,6 +39,19 @@ def test_constant_signal_scores_zero():
     assert smoothness_score(np.full((500, 3), 0.7)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_saturated_and_step_by_step_bang_bang_actions_score_zero_but_not_in_action_change():
+    # README, Evaluation and smoothness: sm misses a policy that sits at a bound (a constant) and one that flips
+    # between the bounds every step (all its energy is in the Nyquist bin k = T/2, which the sum leaves out);
+    # the mean action change tells them apart (0 and 2 * 2)
+    saturated, alternating = np.full(200, 2.0), 2.0 * (-1.0) ** np.arange(200)
+    assert smoothness_score(saturated) == pytest.approx(0.0, abs=1e-12)
+    assert smoothness_score(alternating) == pytest.approx(0.0, abs=1e-12)
+    assert (mean_action_change(saturated), mean_action_change(alternating)) == (0.0, 4.0)
+    one_switch = np.where(np.arange(200) < 100, 2.0, -2.0)
+    assert smoothness_score(one_switch) == pytest.approx(naive_score(one_switch), rel=1e-9)
+    assert smoothness_score(one_switch) == pytest.approx(0.74, abs=0.005)
+
+
 def test_multi_dimensional_score_is_the_mean_over_dims():
     t = np.arange(1000)
     sine = np.sin(2 * np.pi * 100 * t / 1000)

@@ -452,6 +452,25 @@ def test_curve_mean_and_std_over_seeds(runs_dir):
     assert point["mean"] == pytest.approx(np.mean(values)) and point["std"] == pytest.approx(np.std(values))
 
 
+def test_curves_of_seeds_with_different_lengths_stop_where_all_have_data_and_warn_once(tmp_path):
+    # seed 2 ends at 2000 (still running, or trained shorter): averaging it in at 3000 would mix seed sets
+    root = tmp_path / "runs"
+    for seed in SEEDS:
+        results = make_results("Hopper-v5", "td3_continuous", seed)
+        if seed == 2:
+            results["eval_history"] = results["eval_history"][:2]
+        write_run(root, results, with_events=False)
+    summary = curve_summary(load_runs(root), "eval/episodic_return")
+    assert list(summary["step"]) == [1000, 2000] and list(summary["n_seeds"]) == [3, 3]
+    assert summary["mean"].tolist() == pytest.approx([np.mean([10.0 * s for s in SEEDS]), np.mean([20.0 * s for s in SEEDS])])
+    done = subprocess.run([sys.executable, str(REPO / "plots" / "curves.py"), "--runs", str(root), "--out",
+                           str(tmp_path / "curves")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == ["warning: TD3 base on Hopper-v5: its seeds end at different steps (seed 1 at 3000, seed 2 at "
+                      "2000, seed 3 at 3000); the curve shows the steps all seeds have: up to step 2000"], done.stderr
+
+
 # --------------------------------------------------------------------------------------------------- W&B
 
 

@@ -50,6 +50,8 @@ def test_cli_tables_both_models_and_writes_videos_and_the_action_plot(tiny_runs,
         assert f"{final['return_mean']:.2f} ({final['return_std']:.2f})" in rows[label]
         assert f"{final['smoothness_mean']:.4f} ({final['smoothness_std']:.4f})" in rows[label]
         assert "10001-10002" in rows[label]
+        change = final["episode_action_change"]
+        assert f"{np.mean(change):.4f} ({np.std(change):.4f})" in rows[label]
     image = matplotlib.image.imread(plot)
     assert image.ndim == 3 and min(image.shape[:2]) > 200 and image[..., :3].std() > 0.05  # a drawn picture
     assert sorted(path.name for path in (tmp_path / "videos").glob("*/*.mp4")) == [
