@@ -38,13 +38,6 @@ BENCHMARK_DIR = Path(__file__).resolve().parent
 SUITES_DIR = BENCHMARK_DIR / "suites"
 SCRIPTS_DIR = BENCHMARK_DIR.parent / "cleanrl_pave"
 
-BACKBONES = ("td3", "sac")
-METHODS = ("caps", "grad", "asap", "l2c2", "lipsnet", "sn_critic", "gp_critic", "caps_pave", "pave_lipsnet", "pave")
-KNOWN_SCRIPTS = frozenset(
-    [f"{backbone}_continuous" for backbone in BACKBONES]
-    + [f"{backbone}_{method}_continuous" for backbone in BACKBONES for method in METHODS]
-)
-
 # Flags the runner sets itself; a suite or --set that names one would silently fight the runner.
 RUNNER_FLAGS = frozenset({"env-id", "seed", "run-name", "resume", "threads", "track", "wandb-project-name",
                           "wandb-entity", "wandb-group", "wandb-tags"})
@@ -236,24 +229,24 @@ def script_flags(script_path: Path) -> set[str]:
 
 def check_flags(runs: list[Run], scripts_dir: Path) -> None:
     """Every flag of every run (suite, cell and --set flags) is a flag of its script: a typo fails now, in one
-    line, not when the run starts. Scripts not written yet are not checked."""
+    line, not when the run starts."""
     known = {}
     for run in runs:
-        path = scripts_dir / f"{run.script}.py"
         if run.script not in known:
-            known[run.script] = script_flags(path) if path.is_file() else None
+            known[run.script] = script_flags(scripts_dir / f"{run.script}.py")
         for name in run.flags:
-            if known[run.script] is not None and name not in known[run.script]:
+            if name not in known[run.script]:
                 close = difflib.get_close_matches(name, sorted(known[run.script]), n=1)
                 hint = f" (did you mean --{close[0]}?)" if close else ""
                 raise SuiteError(f"run {run.name}: --{name} is not a flag of {run.script}.py{hint}")
 
 
 def check_script(script: str, scripts_dir: Path, where: str) -> None:
-    """Known scripts may not be written yet (a dry run still lists them); others must exist as files."""
-    if script not in KNOWN_SCRIPTS and not (scripts_dir / f"{script}.py").is_file():
-        raise SuiteError(f"{where}: unknown script '{script}' (not a known cleanrl_pave script, "
-                         f"and no {scripts_dir / script}.py)")
+    """A suite names scripts that exist: `<scripts_dir>/<script>.py`, with the closest name as a hint."""
+    if not (scripts_dir / f"{script}.py").is_file():
+        close = difflib.get_close_matches(script, sorted(path.stem for path in scripts_dir.glob("*.py")), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise SuiteError(f"{where}: unknown script '{script}' (no {scripts_dir / script}.py{hint})")
 
 
 def select(runs: list[Run], filters: list[str]) -> list[Run]:

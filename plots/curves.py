@@ -25,15 +25,12 @@ try:
 except ImportError as error:  # the [plot] extra is missing: say so in one line, as the scripts do for box2d
     sys.exit(f"error: {Path(__file__).name} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({error})")
 
+from cleanrl_pave import methods
 from plots.loader import CURVE_RETURN, CURVE_SMOOTHNESS, PlotInputError, load_runs, one_run_per_seed
 from plots.tables import BACKBONE_ORDER, ENV_ORDER, METHOD_ORDER, in_paper_order, suite_layout
 
-# How legends name methods (tagged benchmark cells keep their tag: "PAVE [mpr+vfc]").
-METHOD_LABELS = {
-    "base": "base", "pave": "PAVE", "caps": "CAPS", "grad": "GRAD", "asap": "ASAP", "l2c2": "L2C2",
-    "lipsnet": "LipsNet", "sn_critic": "SN-Critic", "gp_critic": "GP-Critic", "caps_pave": "CAPS + PAVE",
-    "pave_lipsnet": "PAVE + LipsNet",
-}
+# How legends name methods, from the registry (tagged benchmark cells keep their tag: "PAVE [mpr+vfc]").
+METHOD_LABELS = methods.METHOD_LABELS
 # metric -> file-name part and y-axis label
 CURVE_METRICS = {
     CURVE_RETURN: ("return", "evaluation return"),

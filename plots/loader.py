@@ -49,6 +49,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cleanrl_pave import methods
+
 TIDY_COLUMNS = ["env", "backbone", "method", "seed", "metric", "value", "step", "episode", "run_name", "source", "code",
                 "machine"]
 
@@ -69,7 +71,6 @@ WANDB_STEP_COLUMNS = ("global_step", "Step", "_step")
 WANDB_RUN_TABLE_REQUIRED = ("Name", "env_id", "exp_name", "seed")
 
 DURING_TRAINING_FILE = "geometry_during_training.json"  # beside a results.json: its run's geometry/* curves
-_SCRIPT_RE = re.compile(r"^(?P<backbone>td3|sac)_(?:(?P<method>.+)_)?continuous$")
 _TB_EVENT_PREFIX = "events.out.tfevents"
 
 
@@ -80,10 +81,11 @@ class PlotInputError(ValueError):
 def parse_script(name: str) -> tuple[str, str]:
     """Backbone and method of a script name: ``td3_pave_continuous`` -> ("td3", "pave"),
     ``td3_continuous`` -> ("td3", "base"), ``sac_caps_pave_continuous`` -> ("sac", "caps_pave")."""
-    match = _SCRIPT_RE.match(name)
-    if match is None:
-        raise PlotInputError(f"cannot tell backbone/method from {name!r} (expected <td3|sac>[_<method>]_continuous)")
-    return match["backbone"], match["method"] or "base"
+    parsed = methods.parse_script(name)
+    if parsed is None:
+        raise PlotInputError(f"cannot tell backbone/method from {name!r} "
+                             f"(expected <{'|'.join(methods.BACKBONES)}>[_<method>]_continuous)")
+    return parsed
 
 
 def method_name(script: str, tag: str = "") -> str:

@@ -35,6 +35,7 @@ try:
 except ImportError as error:  # the [plot] extra is missing: say so in one line, as the scripts do for box2d
     sys.exit(f"error: {Path(__file__).name} needs the plotting extra: pip install 'cleanrl_pave[plot]' ({error})")
 
+from cleanrl_pave import methods
 from plots.loader import (
     GEOMETRY_METRICS,
     RETURN,
@@ -60,10 +61,8 @@ ENV_ORDER = (
     "LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5",
     "Humanoid-v5", "HalfCheetah-v5",
 )
-METHOD_ORDER = (
-    "base", "caps", "grad", "asap", "l2c2", "lipsnet", "sn_critic", "gp_critic", "pave", "caps_pave", "pave_lipsnet",
-)
-BACKBONE_ORDER = ("td3", "sac")
+METHOD_ORDER = methods.METHOD_ORDER  # the registry's (cleanrl_pave/methods.py): the paper's column order
+BACKBONE_ORDER = methods.BACKBONES
 # Training steps of the paper's runs per env (its Tables 7-8; the scripts' defaults, which a test keeps equal).
 PAPER_TRAINING_STEPS = {
     "Pendulum-v1": 100_000, "LunarLanderContinuous-v3": 500_000, "Reacher-v5": 500_000,
