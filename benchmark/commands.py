@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.grid import SCRIPTS_DIR, Run, SuiteError, flag_argv
+from benchmark.suite_loader import SCRIPTS_DIR, Run, SuiteError, flag_argv
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmark` importable with
 
 from benchmark.backends import BackendError, Ended, Job, LocalBackend, RayBackend
 from benchmark.commands import LaunchSettings
-from benchmark.grid import SCRIPTS_DIR, Run, SuiteError, check_flags, load_suite, parse_overrides, select
+from benchmark.suite_loader import SCRIPTS_DIR, Run, SuiteError, check_flags, load_suite, parse_overrides, select
 from benchmark.slurm import SlurmOptions, write_job
 from cleanrl_pave.monitoring import format_duration
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.commands import LaunchSettings
-from benchmark.grid import Run
+from benchmark.suite_loader import Run
 
 
 @dataclass(frozen=True)

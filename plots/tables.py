@@ -111,7 +111,7 @@ def suite_layout(name: str) -> SuiteLayout:
     loader so that tables and runner never disagree. Methods keep the paper's order; the cells of one
     script keep the suite file's order."""
     try:
-        from benchmark.grid import SuiteError, load_suite
+        from benchmark.suite_loader import SuiteError, load_suite
     except ImportError:
         raise PlotInputError("--suite needs this repository's benchmark/ package on the path") from None
     try:

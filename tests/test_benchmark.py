@@ -20,6 +20,7 @@ import tyro
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_PY = REPO / "benchmark" / "run.py"
+SPEED_PY = REPO / "benchmark" / "measurements" / "script_speed.py"
 SCRIPTS_DIR = REPO / "cleanrl_pave"
 PAPER_SEEDS = [178132, 410580, 922852, 787576, 660993]
 PAPER_ENVS = ["LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5"]
@@ -287,7 +288,7 @@ def check_tables_and_curves(out: Path, tmp_path: Path) -> None:
 
 def test_suite_eta_from_the_finished_runs_seconds_per_step(tmp_path):
     from benchmark.commands import LaunchSettings
-    from benchmark.grid import Run
+    from benchmark.suite_loader import Run
     from benchmark.run import Runner
 
     def run(script: str, steps: int, seed: int) -> Run:
@@ -399,10 +400,10 @@ def test_suite_runs_on_ray_started_by_the_runner_or_already_running(tmp_path, ti
 
 
 def test_speed_benchmark_times_learning_steps_of_named_and_path_scripts(tmp_path):
-    """benchmark/speed.py at its smallest: a script by name and one by path (as for a worktree of another commit),
-    the timed window read from each run's TensorBoard events."""
+    """benchmark/measurements/script_speed.py at its smallest: a script by name and one by path (as for a worktree of
+    another commit), the timed window read from each run's TensorBoard events."""
     output = tmp_path / "speed.json"
-    result = subprocess.run([sys.executable, str(REPO / "benchmark" / "speed.py"), "td3_continuous",
+    result = subprocess.run([sys.executable, str(SPEED_PY), "td3_continuous",
                              str(SCRIPTS_DIR / "sac_continuous.py"), "--env-id", "Pendulum-v1", "--warmup", "100",
                              "--untimed-steps", "50", "--steps", "100", "--repetitions", "1", "--json", str(output),
                              "--", "--hidden-sizes", "16", "16"], capture_output=True, text=True, timeout=600)
@@ -411,7 +412,7 @@ def test_speed_benchmark_times_learning_steps_of_named_and_path_scripts(tmp_path
     assert set(measured["median_steady_sps"]) == {"td3_continuous", str(SCRIPTS_DIR / "sac_continuous.py")}
     assert all(sps > 0 for sps in measured["median_steady_sps"].values())
     assert all(seconds == 0.0 for seconds in measured["median_compile_s"].values())  # nothing compiles by default
-    bad = subprocess.run([sys.executable, str(REPO / "benchmark" / "speed.py"), "td3_continuous", "--steps", "75"],
+    bad = subprocess.run([sys.executable, str(SPEED_PY), "td3_continuous", "--steps", "75"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
         "error: --warmup, --untimed-steps and --steps must be multiples of 50"]
@@ -423,7 +424,7 @@ def test_runners_sharing_an_output_folder_keep_each_others_state(tmp_path):
     writer = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from benchmark.grid import Run\n"
+        "from benchmark.suite_loader import Run\n"
         "from benchmark.run import StateFile\n"
         "state = StateFile(Path(sys.argv[1]))\n"
         "for index in range(60):\n"
@@ -442,7 +443,7 @@ def test_runners_sharing_an_output_folder_keep_each_others_state(tmp_path):
 
 def test_an_unreadable_state_file_is_kept_aside_and_replaced(tmp_path, capsys):
     """A damaged state file (say, from an older runner killed mid-write) neither stops the runner nor is lost."""
-    from benchmark.grid import Run
+    from benchmark.suite_loader import Run
     from benchmark.run import StateFile
 
     path = tmp_path / "state" / "suite.json"

@@ -1,7 +1,7 @@
 """The update path of every script stays on the model's device and reads nothing back to the host outside logging.
 
-Checked without a GPU by benchmark/device_check.py: inside the update block, a factory call without device= gets the
-meta device, as a GPU run would give it the CPU, and every call's output device and every host read are recorded.
+Checked without a GPU by benchmark/measurements/update_path_check.py: inside the update block, a factory call without
+device= gets the meta device, as a GPU run would give it the CPU, and every call's output device and every host read are recorded.
 """
 
 import importlib.util
@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from benchmark.device_check import run_checked
+from benchmark.measurements.update_path_check import run_checked
 from tests.test_scripts_smoke import SCRIPTS
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
@@ -76,5 +76,5 @@ def test_a_planted_mismatch_is_found(name, tmp_path, monkeypatch):
     if fails_on_a_gpu:  # with the stand-in it fails as a GPU run would, and the finding says where
         with pytest.raises((RuntimeError, NotImplementedError)) as error:
             run_checked(module, {**SETTINGS, "run_name": "meta"}, "cpu", stand_in="meta")
-        report = error.value.device_checker.report()
+        report = error.value.update_path_checker.report()
         assert any(entry.startswith(finding.format(line=line)) for entry in report), report

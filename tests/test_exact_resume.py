@@ -179,12 +179,12 @@ def test_a_second_signal_stops_at_once_with_one_line(tmp_path):
 
 
 def test_writing_a_checkpoint_makes_no_copy_of_the_replay_buffer(tmp_path):
-    """benchmark/checkpoint_memory.py on a 109 MiB buffer: the peak resident set while the checkpoint is written
-    stays within 10% of the buffer's size above the resident set before (a copy of the rows would add 100%)."""
+    """benchmark/measurements/checkpoint_memory.py on a 109 MiB buffer: the peak resident set while the checkpoint is
+    written stays within 10% of the buffer's size above the resident set before (a copy of the rows would add 100%)."""
     report_path = tmp_path / "memory.json"
-    done = subprocess.run([sys.executable, str(REPO / "benchmark" / "checkpoint_memory.py"), "--capacity", "40000",
-                           "--dir", str(tmp_path), "--json", str(report_path)], capture_output=True, text=True,
-                          timeout=300)
+    tool = REPO / "benchmark" / "measurements" / "checkpoint_memory.py"
+    done = subprocess.run([sys.executable, str(tool), "--capacity", "40000", "--dir", str(tmp_path),
+                           "--json", str(report_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text())
     assert report["file_mib"] == pytest.approx(report["buffer_mib"], rel=0.01)

@@ -1,5 +1,6 @@
-"""The GPU check's parts, on the CPU: the speed modes' flags, one script's stage-1 verdict, the speed rows, and
-benchmark/speed.py's variants and deadline (the whole driver runs on a GPU machine; see README, "GPU")."""
+"""The GPU check's parts (benchmark/measurements/gpu_check.py), on the CPU: the speed modes' flags, one script's
+stage-1 verdict, the speed rows, and script_speed.py's variants and deadline (the whole driver runs on a GPU machine;
+see README, "GPU")."""
 
 import importlib
 import math
@@ -9,8 +10,8 @@ import pytest
 import torch
 import tyro
 
-from benchmark import speed
-from benchmark.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, run_pool, speed_rows
+from benchmark.measurements import script_speed
+from benchmark.measurements.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, run_pool, speed_rows
 from tests.helpers import exit_abruptly
 
 TINY = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=200, eval_freq=150, eval_episodes=1,
@@ -89,13 +90,13 @@ def test_speed_rows_compare_with_eager_and_with_the_base():
 def test_speed_measures_each_variant_and_starts_nothing_after_the_deadline(tmp_path):
     variants = {"one thread": ("td3_continuous", ["--threads", "1"]), "bad flag": ("td3_continuous", ["--bogus"])}
     common = ["--hidden-sizes", "32", "32", "--no-cuda"]
-    samples, failures = speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path)
+    samples, failures = script_speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path)
     (sample,) = samples["one thread"]
     assert sample["sps"] > 0 and sample["steady_sps"] > 0  # logged at steps 200 and 300
     assert math.isfinite(sample["qf1_loss"]) and sample["qf1_loss"] > 0 and sample["compile_notes"] == []
     assert samples["bad flag"] == [] and "td3_continuous failed" in failures["bad flag"]
     (tmp_path / "late").mkdir()
-    samples, failures = speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path / "late",
+    samples, failures = script_speed.measure(variants, "Pendulum-v1", 100, 200, 1, common, tmp_path / "late",
                                       deadline=time.monotonic())
     assert samples == {"one thread": [], "bad flag": []} and failures == {}
 
@@ -115,7 +116,7 @@ def test_compile_notes_catch_the_fallback_warning_and_not_success(monkeypatch, c
         assert loss(torch.ones(3)).item() == 6.0
     output = capsys.readouterr()
     assert output.out.startswith("compiled a test loss in") and output.err.startswith("warning: could not compile")
-    notes = speed.COMPILE_NOTE.findall(output.out + output.err)
+    notes = script_speed.COMPILE_NOTE.findall(output.out + output.err)
     assert notes == [output.err.strip()]
 
 

@@ -35,8 +35,8 @@ def entry(env: str, script: str, seed: int, data: str, out: str = "", flags: dic
 
 
 def lanes() -> dict[str, list[dict]]:
-    """Two lanes of about the same length (estimated from benchmark/speed.py at one thread); every tier-1 cell's
-    first seed finishes before any cell's third seed starts."""
+    """Two lanes of about the same length (estimated from benchmark/measurements/script_speed.py at one thread); every
+    tier-1 cell's first seed finishes before any cell's third seed starts."""
     s1, s2, s3 = SEEDS
     a = [entry(LL, "td3_pave_continuous", seed, "lunarlander", flags=DURING_TRAINING) for seed in SEEDS]
     a += [entry(LL, "td3_caps_continuous", s3, "lunarlander"), entry(LL, "sac_caps_continuous", s3, "lunarlander"),

@@ -4,9 +4,10 @@
 # and it reaches no package registry. These are the versions the project is tested with here, for CPython 3.12 on
 # manylinux x86_64, one version each (two would stop the install there). W&B is left out: the scripts import it only
 # with --track. typing-extensions is carried because typeguard needs a newer one than the image may hold.
-# benchmark/gpu_check.sh installs them there:  run "bash benchmark/gpu_check.sh" with carry [".whl"].
+# benchmark/measurements/gpu_check.sh installs them there:
+#   run "bash benchmark/measurements/gpu_check.sh" with carry [".whl"].
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 WHEELS=(
     gymnasium==1.4.0 farama-notifications==0.0.6
     mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 glfw==2.11.0 pyopengl==3.1.10 websockets==17.4

@@ -1,7 +1,7 @@
 """Every training script checked on the GPU, and the speed of the bases and PAVE measured there, in one call.
 
-1. Every script runs past learning_starts on Pendulum-v1, in a pool of worker processes, under
-   benchmark/device_check.py's UpdatePathChecker with the GPU as the model's device: it must finish and write
+1. Every script runs past learning_starts on Pendulum-v1, in a pool of worker processes, under the UpdatePathChecker
+   of benchmark/measurements/update_path_check.py with the GPU as the model's device: it must finish and write
    results.json, every tensor its update block makes must be on the GPU (none elsewhere), nothing may be read back to
    the host outside logging, and it must have allocated GPU memory. Each run also writes a checkpoint, evaluates
    twice and logs critic geometry.
@@ -11,16 +11,16 @@
    compiled speed variant runs once briefly on Hopper-v5 so that stage 3 finds its kernels compiled (torch's inductor
    and Triton caches); those compile times are reported (the first variants' with cold caches; with --cudagraphs the
    time printed covers the forward only, as the backward compiles at the first backward).
-3. Learning-phase steps per second on Hopper-v5 of the TD3 and SAC bases and PAVE with benchmark/speed.py, one run at
-   a time: eager, with only the PAVE loss compiled (the PAVE scripts' default), with the losses compiled and replayed
+3. Learning-phase steps per second on Hopper-v5 of the TD3 and SAC bases and PAVE with
+   benchmark/measurements/script_speed.py, one run at a time: eager, with only the PAVE loss compiled (the PAVE scripts' default), with the losses compiled and replayed
    as CUDA graphs (--cudagraphs), and, if --modes asks, compiled without graphs (--compile). The steady rate between
    logged steps leaves compilation out. The last logged TD loss of each run is reported too: modes that run the same
    kernels give the same number, and compiling changes only the last digits.
 
 It prints the tables and writes gpu_check.json and gpu_check.md (rewritten after each stage) to --out.
 
-    python -m benchmark.gpu_check --out $OUT      # on the GPU machine, through benchmark/gpu_check.sh
-    python -m benchmark.gpu_check --device cpu --steps 300 --learning-starts 200 --hidden-sizes 32 32 \\
+    python -m benchmark.measurements.gpu_check --out $OUT    # on the GPU machine, through gpu_check.sh beside this file
+    python -m benchmark.measurements.gpu_check --device cpu --steps 300 --learning-starts 200 --hidden-sizes 32 32 \\
         --speed-warmup 200 --speed-steps 300 --workers 2 --out /tmp/gpu_check   # a dry run on a CPU
 """
 
@@ -42,10 +42,10 @@ import traceback
 
 import torch
 
-from benchmark import speed
-from benchmark.device_check import run_checked, script_args
+from benchmark.measurements import script_speed
+from benchmark.measurements.update_path_check import run_checked, script_args
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(path.stem for path in (REPO / "cleanrl_pave").glob("*_continuous.py"))
 SPEED_SCRIPTS = ("td3_continuous", "td3_pave_continuous", "sac_continuous", "sac_pave_continuous")
 RESUMED_SCRIPTS = SPEED_SCRIPTS
@@ -175,10 +175,11 @@ def warm_compile(script: str, flags: list[str], env_id: str, extra: list[str]) -
     record = {"script": script, "flags": flags}
     with tempfile.TemporaryDirectory(prefix="warm_compile_") as workdir:
         try:
-            output = speed.run(script, ["--env-id", env_id, "--learning-starts", "100", "--total-timesteps", "200",
-                                        "--eval-episodes", "1", "--run-name", "warm", *flags, *extra],
-                               pathlib.Path(workdir))
-            record["compile_s"] = sum(float(seconds) for _, seconds in speed.COMPILE_LINE.findall(output))
+            output = script_speed.run(script, ["--env-id", env_id, "--learning-starts", "100",
+                                               "--total-timesteps", "200", "--eval-episodes", "1", "--run-name", "warm",
+                                               *flags, *extra],
+                                      pathlib.Path(workdir))
+            record["compile_s"] = sum(float(seconds) for _, seconds in script_speed.COMPILE_LINE.findall(output))
         except BaseException as error:
             record["error"] = f"{type(error).__name__}: {error}"[:300]
     return record
@@ -253,7 +254,7 @@ def label(script: str, mode: str) -> str:
 def speed_rows(samples: dict, failures: dict, variants: dict[tuple[str, str], list[str]]) -> list[dict]:
     """One row per (script, mode): median rates, speed-up against the script's eager mode, and step time against the
     base in the same mode (the base's eager mode for a mode the base lacks)."""
-    steady, whole = speed.medians(samples, "steady_sps"), speed.medians(samples, "sps")
+    steady, whole = script_speed.medians(samples, "steady_sps"), script_speed.medians(samples, "sps")
     rows = []
     for script, mode in variants:
         name, base = label(script, mode), script.replace("_pave", "")
@@ -375,7 +376,7 @@ def main() -> None:
     print(f"[stage 3] {len(variants)} speed variants on {args.speed_env_id}, "
           f"{time.monotonic() - started:.0f} s into the check", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu_speed_") as workdir:
-        samples, failures = speed.measure({label(*key): (key[0], flags) for key, flags in variants.items()},
+        samples, failures = script_speed.measure({label(*key): (key[0], flags) for key, flags in variants.items()},
                                           args.speed_env_id, args.speed_warmup, args.speed_steps, args.repetitions,
                                           extra, pathlib.Path(workdir), started + args.budget_s)
     report["speed_samples"], report["speed"] = samples, speed_rows(samples, failures, variants)

@@ -1,4 +1,4 @@
-"""Suites: JSON files that expand into (env x script x cell x seed) runs, and the command line of each run.
+"""Suite loader: reads a suite file, checks it, and expands it into (env x script x cell x seed) runs with their flags.
 
 A suite file (``benchmark/suites/<name>.json``) holds::
 

@@ -1,7 +1,8 @@
 """Peak memory and time of writing (and reading back) a checkpoint's replay buffer, at a chosen size.
 
-    python benchmark/checkpoint_memory.py               # Humanoid-v5 size: 1e6 x (348 + 17 + 1 + 348 + 1) floats
-    PYTHONPATH=OLD python benchmark/checkpoint_memory.py --script OLD/cleanrl_pave/td3_continuous.py  # another version
+    python benchmark/measurements/checkpoint_memory.py    # Humanoid-v5 size: 1e6 x (348 + 17 + 1 + 348 + 1) floats
+    PYTHONPATH=OLD python benchmark/measurements/checkpoint_memory.py \
+        --script OLD/cleanrl_pave/td3_continuous.py      # another version (OLD: a worktree of another commit)
 
 The buffer is the ReplayBuffer class of `--script` (default: this checkout's td3_continuous.py), filled to
 `--fill` of its capacity. The peak resident set (VmHWM, reset through /proc/self/clear_refs) is measured around
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.append(str(REPO))  # last: PYTHONPATH=OLD_CHECKOUT measures another version with its own package
 
 from cleanrl_pave.checkpointing import atomic_torch_save, load_file  # noqa: E402

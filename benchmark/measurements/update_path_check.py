@@ -1,5 +1,6 @@
-"""Device check of a training script's update path: what the update makes stays on the model's device, and nothing is
-read back to the host outside the logging interval.
+"""Update path check of a training script, on any device: what the update makes stays on the model's device, and
+nothing is read back to the host outside the logging interval. (tests/test_device.py runs it on the CPU for every
+script; gpu_check.py runs it on a GPU machine.)
 
 `UpdatePathChecker` is a TorchFunctionMode that watches every torch call a script's main() makes inside its update
 block (the `if global_step > args.learning_starts ...:` block, located in the script's source, and everything called
@@ -35,7 +36,7 @@ import torch.utils._device
 import torch.utils._pytree
 from torch.overrides import TorchFunctionMode
 
-PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave") + os.sep
+PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "cleanrl_pave") + os.sep
 OVERRIDES_FILE = torch.overrides.__file__
 FACTORIES = frozenset(torch.utils._device._device_constructors())
 COPYING_FACTORIES = frozenset({torch.tensor, torch.as_tensor, torch.asarray})  # keep a tensor argument's device
@@ -151,13 +152,13 @@ def script_args(module: types.ModuleType, settings: dict):
 def run_checked(script: str | types.ModuleType, settings: dict, model_device_type: str,
                 stand_in: str | None = None) -> tuple[dict, UpdatePathChecker]:
     """Run a script's main() in this process under an UpdatePathChecker; returns (its results, the checker). An
-    exception of the run propagates; the checker is then at `exc.device_checker`."""
+    exception of the run propagates; the checker is then at `exc.update_path_checker`."""
     module = importlib.import_module(f"cleanrl_pave.{script}") if isinstance(script, str) else script
     checker = UpdatePathChecker(module, model_device_type, stand_in)
     try:
         with checker:
             results = module.main(script_args(module, settings))
     except BaseException as error:
-        error.device_checker = checker
+        error.update_path_checker = checker
         raise
     return results, checker

@@ -12,9 +12,11 @@ over repetitions is printed, with the ratio of each script's step time to the fi
 A script is a name in this checkout (`td3_pave_continuous`) or the path of a script in another checkout, e.g. a git
 worktree of an older commit, to compare before and after in one run:
 
-    python benchmark/speed.py td3_continuous td3_pave_continuous --env-id Hopper-v5 --repetitions 5
+    python benchmark/measurements/script_speed.py td3_continuous td3_pave_continuous --env-id Hopper-v5 \
+        --repetitions 5
     git worktree add /tmp/before HEAD~3
-    python benchmark/speed.py /tmp/before/cleanrl_pave/td3_pave_continuous.py td3_pave_continuous -- --threads 2
+    python benchmark/measurements/script_speed.py /tmp/before/cleanrl_pave/td3_pave_continuous.py \
+        td3_pave_continuous -- --threads 2
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import time
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 LOG_FREQ = 50  # the timed window starts and ends on logged steps; a multiple of TD3's policy_frequency and SAC's 50
 COMPILE_LINE = re.compile(r"^compiled (.+) in ([0-9.]+) s", re.M)
 # the line of a run whose compilation failed and which ran eager instead (compile_with_fallback's warning); torch's

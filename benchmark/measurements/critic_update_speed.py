@@ -20,9 +20,9 @@ that background load hits all of them alike; the table shows the median time per
 --clock cpu this process's CPU time (steadier on a busy machine, meaningful for one thread only). The load average
 printed before and after says how busy the machine was.
 
-    python benchmark/pave_release_pattern.py                          # TD3 and SAC Hopper dims, 1 and 2 threads
-    python benchmark/pave_release_pattern.py --algos td3 --threads 1 --no-pave-compile
-    python benchmark/pave_release_pattern.py --algos td3 --hidden-sizes 256 256 --batch-size 256
+    python benchmark/measurements/critic_update_speed.py         # TD3 and SAC Hopper dims, 1 and 2 threads
+    python benchmark/measurements/critic_update_speed.py --algos td3 --threads 1 --no-pave-compile
+    python benchmark/measurements/critic_update_speed.py --algos td3 --hidden-sizes 256 256 --batch-size 256
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
