@@ -99,6 +99,20 @@ def summarize(evaluation: dict) -> dict:
     }
 
 
+# The TensorBoard scalar of each summary number, logged at every evaluation (README: What a run writes), and the
+# numbers of each evaluation that results.json's eval_history keeps
+EVAL_SCALARS = {"return_mean": "eval/episodic_return", "smoothness_mean": "eval/smoothness",
+                "action_change_mean": "eval/action_change"}
+HISTORY_KEYS = ("return_mean", "return_std", "smoothness_mean", "smoothness_std", "action_change_mean")
+
+
+def log_evaluation(writer, summary: dict, step: int) -> dict:
+    """Write a `summarize`d evaluation's eval/* scalars at `step`; returns its entry of results.json's eval_history."""
+    for key, tag in EVAL_SCALARS.items():
+        writer.add_scalar(tag, summary[key], step)
+    return {"step": step, **{key: summary[key] for key in HISTORY_KEYS}}
+
+
 def write_results(path: str, *, script: str, config: dict, run_name: str, global_step: int, wall_time_s: float,
                   sps: float, final_eval: dict, eval_history: list[dict], segments: list[dict]) -> dict:
     """Write the run's results.json atomically (a reader never sees half a file) and return its content. `segments`
@@ -210,7 +224,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # --model is checked after parsing, not with required=True: argparse reports a missing required flag before an
     # unknown one, so a misspelt `--modle` read "--model is required"
     parser.add_argument("--model", action="append", metavar="[LABEL=]PATH",
-                        help="a .cleanrl_model file or checkpoint.pt of any script; repeat to compare models (required)")
+                        help="a .cleanrl_model file or checkpoint.pt of any script; repeat to compare (required)")
     parser.add_argument("--episodes", type=int, default=10, help="deterministic episodes per model (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help=(f"episode i resets with seed + i for every model (default: each model's training seed + "

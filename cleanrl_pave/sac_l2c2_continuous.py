@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+from cleanrl_pave.checks import make_checked_env, require_ranges
 from cleanrl_pave.checkpointing import (
     CHECKPOINT_FILE,
     CheckpointSchedule,
@@ -46,12 +47,17 @@ from cleanrl_pave.checkpointing import (
 )
 from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
-from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, log_evaluation, summarize, write_results
 from cleanrl_pave.monitoring import Progress, WandbVideos
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 from cleanrl_pave.provenance import resumed_segments, segment
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
+
+
+# Hidden activations of the actor and the critics, by name: the one table to extend (`--activation` offers its
+# keys; README: Adding a method)
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
 @dataclass
@@ -130,7 +136,7 @@ class Args:
     """the fixed entropy regularization coefficient (the paper does not autotune it)"""
     hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the actor and of each critic"""
-    activation: Literal["silu", "relu"] = "silu"
+    activation: Literal[tuple(ACTIVATIONS)] = "silu"
     """hidden activation of actor and critics (the paper uses SiLU for every method)"""
     # ===== L2C2 begin =====
     l2c2_sigma: Optional[float] = None
@@ -157,16 +163,10 @@ def resolve_args(args: Args) -> Args:
     """Fill every unset (None) setting with the paper's value for this env, then reject impossible values."""
     paper = {**DEFAULT_ENV_SETTINGS, **PAPER_ENV_SETTINGS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in paper.items() if getattr(args, key) is None})
-    if not args.learning_rate > 0:
-        raise SystemExit(f"error: --learning-rate must be positive, got {args.learning_rate}")
-    for name in ("total_timesteps", "buffer_size", "batch_size", "eval_episodes", "log_freq", "train_freq",
-                 "gradient_steps", "threads"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes", "geometry_freq",
-                 "progress_interval"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    require_ranges(args, positive=("learning_rate", "total_timesteps", "buffer_size", "batch_size", "eval_episodes",
+                                    "log_freq", "train_freq", "gradient_steps", "threads"),
+                   non_negative=("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes",
+                                 "geometry_freq", "progress_interval"))
     if args.log_freq % args.train_freq:
         raise SystemExit(f"error: --log-freq ({args.log_freq}) must be a multiple of --train-freq "
                          f"({args.train_freq}) so that every logged step has losses")
@@ -180,25 +180,7 @@ def resolve_args(args: Args) -> Args:
 
 def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str = "") -> gym.Env:
     """One env with episode statistics; a clear one-line error for ids, spaces or extras we cannot use."""
-    if capture_video:  # rgb_array frames need no window: without one SDL would print an XDG_RUNTIME_DIR "error"
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    try:
-        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
-    except gym.error.DependencyNotInstalled as error:
-        extra = "box2d" if "box2d" in str(error).lower() else "mujoco"
-        raise SystemExit(f"error: {env_id} needs an optional dependency: pip install 'cleanrl_pave[{extra}]' ({error})")
-    except gym.error.Error as error:
-        raise SystemExit(f"error: unknown environment id {env_id!r}: {error}")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise SystemExit(f"error: {env_id} has a {type(env.action_space).__name__} action space; "
-                         "these scripts need a continuous (Box) one")
-    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
-        raise SystemExit(f"error: {env_id} has unbounded actions; the actor's tanh output needs finite bounds")
-    if capture_video:
-        try:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        except gym.error.DependencyNotInstalled as error:
-            raise SystemExit(f"error: --capture-video needs MoviePy: pip install 'cleanrl_pave[video]' ({error})")
+    env = make_checked_env(env_id, video_folder=f"videos/{run_name}" if capture_video else None)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env
@@ -207,9 +189,6 @@ def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str 
 def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Map an action in the networks' [-1, 1] space to the env's [low, high] box."""
     return low + (action + 1.0) * 0.5 * (high - low)
-
-
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -230,7 +209,7 @@ class QNetwork(nn.Module):
         super().__init__()
         sizes = [obs_dim + act_dim, *hidden_sizes, 1]
         self.num_critics, self.activation = num_critics, activation
-        self.activation_fn = {"silu": F.silu, "relu": F.relu}[activation]
+        self.activation_fn = ACTIVATIONS[activation]()
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
@@ -244,11 +223,15 @@ class QNetwork(nn.Module):
         if x.dim() == 2:
             x = x.expand(self.num_critics, *x.shape)
         last = len(self.weights) - 1
-        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+        for index, (weight, bias) in enumerate(zip(self.layer_weights(), self.biases)):
             x = torch.baddbmm(bias, x, weight)
             if index < last:
                 x = self.activation_fn(x)
         return x.squeeze(-1)
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """Each layer's weight as forward uses it: where a variant changes them (SN-Critic normalises them)."""
+        return list(self.weights)
 
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -598,11 +581,7 @@ def main(args: Args) -> dict:
         if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
             evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
             summary, last_eval_obs = summarize(evaluation), [torch.from_numpy(o) for o in evaluation["observations"]]
-            eval_history.append({"step": global_step, **{key: summary[key] for key in (
-                "return_mean", "return_std", "smoothness_mean", "smoothness_std", "action_change_mean")}})
-            writer.add_scalar("eval/episodic_return", summary["return_mean"], global_step)
-            writer.add_scalar("eval/smoothness", summary["smoothness_mean"], global_step)
-            writer.add_scalar("eval/action_change", summary["action_change_mean"], global_step)
+            eval_history.append(log_evaluation(writer, summary, global_step))  # eval/* scalars; results.json's curve
             sps = progress.sps(global_step)
             print(f"step {global_step}/{args.total_timesteps}  eval return {summary['return_mean']:.2f} "
                   f"+- {summary['return_std']:.2f}  smoothness {summary['smoothness_mean']:.4f}  SPS {sps}")

@@ -1,17 +1,7 @@
 # ===== PAVE + LipsNet begin =====
-# PAVE + LipsNet on SAC (README: Baselines): PAVE's critic loss with the LipsNet actor (and its K penalty), each with
-# its own weights. Every method block is copied verbatim from sac_pave_continuous.py and sac_lipsnet_continuous.py;
-# where both methods add code at the same place, the two blocks sit together in one PAVE + LipsNet block (PAVE first).
-# PAVE on SAC (Lee et al., ICML 2026): three critic-loss terms that shape the critics' action-gradient field.
-# LipsNet actor on SAC (Song et al. 2023, "LipsNet: A Smooth and Robust Neural Network with Adaptive Lipschitz Constant
-# for High Accuracy Optimal Control"; README: Baselines): the Gaussian policy's MEAN is a LipsNet,
-# mean(s) = K(s) f(s) / (||J_f(s)||_F + eps), f a ReLU MLP (obs-256-256-act) with input Jacobian J_f,
-# K(s) = softplus(obs-32-1 tanh MLP) > 0 a learned local Lipschitz constant penalised by lambda_K mean(K^2) in the actor
-# loss; log std is a linear head on f's last hidden features, clamped as in the base (the release's lips_sac.py, whose
-# actor trunk is empty), so the entropy term trains f too.
-# The action tanh(mean + std * noise) is squashed ONCE (the release squashed twice, capping actions at +-0.76; README:
-# Deliberate differences), so the deterministic action tanh(mean(s)) is exactly LipsNet's tanh(K f / (||J_f||_F + eps)).
-# The critic, target networks and SAC updates are the backbone's.
+# PAVE + LipsNet on SAC (README: Baselines): PAVE's three critic-loss terms with the LipsNet actor and its K penalty.
+# The method blocks are those of sac_pave_continuous.py and sac_lipsnet_continuous.py, PAVE first where both add code
+# at one place.
 # ===== PAVE + LipsNet end =====
 # SAC with the paper's "SiLU-unified" backbone (PAVE, ICML 2026; README: The backbones), CleanRL style: fixed entropy
 # coefficient, 50 gradient steps every 50 env steps, 0.5 x TD loss (the release's SB3 convention).
@@ -35,6 +25,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+from cleanrl_pave.checks import make_checked_env, require_ranges
 from cleanrl_pave.checkpointing import (
     CHECKPOINT_FILE,
     CheckpointSchedule,
@@ -51,12 +42,17 @@ from cleanrl_pave.checkpointing import (
 )
 from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
-from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, log_evaluation, summarize, write_results
 from cleanrl_pave.monitoring import Progress, WandbVideos
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 from cleanrl_pave.provenance import resumed_segments, segment
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
+
+
+# Hidden activations of the actor and the critics, by name: the one table to extend (`--activation` offers its
+# keys; README: Adding a method)
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
 @dataclass
@@ -135,7 +131,7 @@ class Args:
     """the fixed entropy regularization coefficient (the paper does not autotune it)"""
     hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer sizes of the actor and of each critic"""
-    activation: Literal["silu", "relu"] = "silu"
+    activation: Literal[tuple(ACTIVATIONS)] = "silu"
     """hidden activation of actor and critics (the paper uses SiLU for every method)"""
     # ===== PAVE + LipsNet begin =====
     lam_mpr: Optional[float] = None
@@ -174,16 +170,10 @@ def resolve_args(args: Args) -> Args:
     """Fill every unset (None) setting with the paper's value for this env, then reject impossible values."""
     paper = {**DEFAULT_ENV_SETTINGS, **PAPER_ENV_SETTINGS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in paper.items() if getattr(args, key) is None})
-    if not args.learning_rate > 0:
-        raise SystemExit(f"error: --learning-rate must be positive, got {args.learning_rate}")
-    for name in ("total_timesteps", "buffer_size", "batch_size", "eval_episodes", "log_freq", "train_freq",
-                 "gradient_steps", "threads"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes", "geometry_freq",
-                 "progress_interval"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    require_ranges(args, positive=("learning_rate", "total_timesteps", "buffer_size", "batch_size", "eval_episodes",
+                                    "log_freq", "train_freq", "gradient_steps", "threads"),
+                   non_negative=("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes",
+                                 "geometry_freq", "progress_interval"))
     # ===== LipsNet begin =====
     if args.lam_k < 0:
         raise SystemExit(f"error: --lam-k must be non-negative, got {args.lam_k}")
@@ -203,25 +193,7 @@ def resolve_args(args: Args) -> Args:
 
 def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str = "") -> gym.Env:
     """One env with episode statistics; a clear one-line error for ids, spaces or extras we cannot use."""
-    if capture_video:  # rgb_array frames need no window: without one SDL would print an XDG_RUNTIME_DIR "error"
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    try:
-        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
-    except gym.error.DependencyNotInstalled as error:
-        extra = "box2d" if "box2d" in str(error).lower() else "mujoco"
-        raise SystemExit(f"error: {env_id} needs an optional dependency: pip install 'cleanrl_pave[{extra}]' ({error})")
-    except gym.error.Error as error:
-        raise SystemExit(f"error: unknown environment id {env_id!r}: {error}")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise SystemExit(f"error: {env_id} has a {type(env.action_space).__name__} action space; "
-                         "these scripts need a continuous (Box) one")
-    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
-        raise SystemExit(f"error: {env_id} has unbounded actions; the actor's tanh output needs finite bounds")
-    if capture_video:
-        try:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        except gym.error.DependencyNotInstalled as error:
-            raise SystemExit(f"error: --capture-video needs MoviePy: pip install 'cleanrl_pave[video]' ({error})")
+    env = make_checked_env(env_id, video_folder=f"videos/{run_name}" if capture_video else None)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env
@@ -230,9 +202,6 @@ def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str 
 def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Map an action in the networks' [-1, 1] space to the env's [low, high] box."""
     return low + (action + 1.0) * 0.5 * (high - low)
-
-
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -253,7 +222,7 @@ class QNetwork(nn.Module):
         super().__init__()
         sizes = [obs_dim + act_dim, *hidden_sizes, 1]
         self.num_critics, self.activation = num_critics, activation
-        self.activation_fn = {"silu": F.silu, "relu": F.relu}[activation]
+        self.activation_fn = ACTIVATIONS[activation]()
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
@@ -267,11 +236,15 @@ class QNetwork(nn.Module):
         if x.dim() == 2:
             x = x.expand(self.num_critics, *x.shape)
         last = len(self.weights) - 1
-        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+        for index, (weight, bias) in enumerate(zip(self.layer_weights(), self.biases)):
             x = torch.baddbmm(bias, x, weight)
             if index < last:
                 x = self.activation_fn(x)
         return x.squeeze(-1)
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """Each layer's weight as forward uses it: where a variant changes them (SN-Critic normalises them)."""
+        return list(self.weights)
 
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -380,6 +353,8 @@ def lipsnet_k_penalty(actor: LipsNetActor, data: dict) -> tuple[torch.Tensor, to
 
 
 # ===== LipsNet end =====
+
+
 def make_agent(args: Args, obs_dim: int, act_dim: int) -> tuple[Actor, QNetwork]:
     """The actor and the twin critic of this script (used for training and to reload saved models)."""
     # ===== LipsNet begin =====
@@ -442,6 +417,12 @@ def resolve_pave_args(args: Args) -> Args:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be a finite non-negative number, got {value}")
     if not np.isfinite(args.pave_delta):
         raise SystemExit(f"error: --pave-delta must be finite, got {args.pave_delta}")
+    if args.activation not in ACTIVATION_DERIVATIVES:
+        raise SystemExit(f"error: PAVE needs sigma' and sigma'' of --activation {args.activation}: add them to "
+                         f"ACTIVATION_DERIVATIVES in {SCRIPT}.py")
+    if args.lam_curv and args.activation == "relu":
+        print("warning: under ReLU sigma'' = 0, so PAVE's curvature term is the constant relu(delta), with no "
+              "gradient: --lam-curv has no effect", file=sys.stderr)
     return args
 
 
@@ -455,22 +436,33 @@ def silu_derivatives(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 ACTIVATION_DERIVATIVES = {"silu": silu_derivatives, "relu": lambda z: ((z > 0).to(z.dtype), torch.zeros_like(z))}
 
 
-def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
-               state_noise: Optional[torch.Tensor], probes: Optional[torch.Tensor], lam_mpr: float, lam_vfc: float,
-               lam_curv: float, delta: float) -> dict[str, torch.Tensor]:
-    """q = Q_i(s, a) (critics, B) for the TD loss; mpr = sum_i MSE(g_i(s), g_i(s + eps)), vfc = sum_i MSE(g_i(s),
-    g_i(s')), curv = sum_i mean_batch relu(v^T H_i v + delta) over the twin critics i of `qf`, g_i = dQ_i/da and
-    H_i = d2Q_i/da2 at the stored a, v a Rademacher probe; a term with weight 0 is skipped (its noise or probes may be
-    None) and is 0. g and v^T H v are explicit sweeps through the MLP in plain tensor ops: autograd's backward through
-    them is the release's double/triple one."""
-    use_mpr, use_vfc, use_curv = lam_mpr != 0, lam_vfc != 0, lam_curv != 0
+def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, state_noise: Optional[torch.Tensor],
+               next_obs: Optional[torch.Tensor], probes: Optional[torch.Tensor],
+               delta: float) -> dict[str, torch.Tensor]:
+    """PAVE's critic terms, summed over the twin critics i of `qf`, with g_i(s) = dQ_i/da at the stored action a:
+
+        mpr  = sum_i MSE(g_i(s), g_i(s + eps))           eps = state_noise
+        vfc  = sum_i MSE(g_i(s), g_i(s'))                s' = next_obs
+        curv = sum_i mean_batch relu(v^T H_i v + delta)  v = probes (Rademacher), H_i = d2Q_i/da2 at (s, a)
+
+    A term whose input is None is off and is 0 (a term with weight 0 gets None). Also q = Q_i(s, a), (critics, B), for
+    the TD loss. The plainest statement of these terms, by autograd critic by critic (the release's way), is
+    `reference_terms` in tests/test_pave.py, which checks this function against it; here g and v^T H v are explicit
+    sweeps through the MLP in batched tensor ops, and autograd's backward through them gives the release's double and
+    triple backward at a fraction of the cost (README: Speed)."""
     terms = dict.fromkeys(("mpr", "vfc", "curv"), obs.new_zeros(()))
-    if not (use_mpr or use_vfc or use_curv):
+    # the states where g is needed, by name: s always, s + eps for MPR, s' for VFC (a new term adds its rows here)
+    rows = {"s": obs}
+    if state_noise is not None:
+        rows["s+eps"] = obs + state_noise
+    if next_obs is not None:
+        rows["s'"] = next_obs
+    if len(rows) == 1 and probes is None:
         return {"q": qf(obs, actions), **terms}
     weights, biases, critics, (batch, obs_dim) = list(qf.weights), list(qf.biases), qf.num_critics, obs.shape
     w_state, w_action = weights[0][:, :obs_dim], weights[0][:, obs_dim:]  # first-layer rows of s and of a
-    # z_l (critics, rows * B, H_l): pre-activations of layer l at [s; s + eps; s'] and the stored a (a W_a + b_0 once)
-    states = torch.cat([obs, *([obs + state_noise] if use_mpr else []), *([next_obs] if use_vfc else [])])
+    # z_l (critics, rows * B, H_l): pre-activations of layer l at the rows' states and the stored a (a W_a + b_0)
+    states = torch.cat(list(rows.values()))
     action_part = torch.baddbmm(biases[0], actions.expand(critics, -1, -1), w_action).unsqueeze(1)
     z = [(torch.matmul(states, w_state).unflatten(1, (-1, batch)) + action_part).flatten(1, 2)]
     for weight, bias in zip(weights[1:-1], biases[1:-1]):
@@ -481,13 +473,15 @@ def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, next_obs:
     adjoints = [weights[-1].transpose(1, 2)]
     for layer in range(len(z) - 1, 0, -1):
         adjoints.insert(0, torch.bmm(adjoints[0] * slopes[layer], weights[layer].transpose(1, 2)))
-    g = torch.bmm(adjoints[0] * slopes[0], w_action.transpose(1, 2)).unflatten(1, (-1, batch))
-    if use_mpr:
-        terms["mpr"] = (g[:, 0] - g[:, 1]).square().mean((1, 2)).sum()
-    if use_vfc:
-        terms["vfc"] = (g[:, 0] - g[:, -1]).square().mean((1, 2)).sum()
-    if use_curv:  # forward mode on the s rows: tangent_l = dz_l/dt along a + t v, then
-        # v^T H v = d2Q/dt2 = sum_l <dQ/dh_l, sigma''(z_l) * tangent_l^2>, reusing the adjoints
+    g_rows = torch.bmm(adjoints[0] * slopes[0], w_action.transpose(1, 2)).unflatten(1, (-1, batch))
+    g = {name: g_rows[:, index] for index, name in enumerate(rows)}  # g[name]: (critics, B, d_a) at rows[name]
+    if "s+eps" in g:
+        terms["mpr"] = (g["s"] - g["s+eps"]).square().mean((1, 2)).sum()
+    if "s'" in g:
+        terms["vfc"] = (g["s"] - g["s'"]).square().mean((1, 2)).sum()
+    if probes is not None:  # forward mode on the s rows: tangent_l = dz_l/dt along a + t v, then
+        # v^T H v = d2Q/dt2 = sum_l <dQ/dh_l, sigma''(z_l) * tangent_l^2>, reusing the adjoints. Under ReLU
+        # sigma'' = 0, so v^T H v = 0 and curv = relu(delta): a constant with no gradient (resolve_pave_args warns)
         tangents = [torch.bmm(probes.expand(critics, -1, -1), w_action)]
         for layer in range(1, len(z)):
             tangents.append(torch.bmm(slopes[layer - 1][:, :batch] * tangents[-1], weights[layer]))
@@ -498,6 +492,8 @@ def pave_terms(qf: QNetwork, obs: torch.Tensor, actions: torch.Tensor, next_obs:
 
 
 # ===== PAVE end =====
+
+
 def main(args: Args) -> dict:
     args = resolve_args(args)
     # ===== PAVE begin =====
@@ -658,13 +654,15 @@ def main(args: Args) -> dict:
                 data = rb.sample(args.batch_size, torch_generator)
                 noises = torch.randn((2, *data["actions"].shape), generator=torch_generator, device=device)
                 # ===== PAVE begin =====
-                # eps ~ N(0, sigma^2 I), Rademacher v, shared by both critics; drawn only for terms that are on
+                # each term gets its input only when its weight is on: eps ~ N(0, sigma^2 I) for MPR, s' for VFC, a
+                # Rademacher v for Curv (eps and v shared by both critics)
                 pave_noise = args.pave_sigma * torch.randn(data["obs"].shape, generator=torch_generator,
                                                            device=device) if args.lam_mpr else None
+                pave_next_obs = data["next_obs"] if args.lam_vfc else None
                 pave_probes = torch.randint(0, 2, data["actions"].shape, generator=torch_generator, device=device,
                                             dtype=data["actions"].dtype).mul_(2).sub_(1) if args.lam_curv else None
-                pave = pave_terms_fn(qf, data["obs"], data["actions"], data["next_obs"], pave_noise, pave_probes,
-                                     args.lam_mpr, args.lam_vfc, args.lam_curv, args.pave_delta)
+                pave = pave_terms_fn(qf, data["obs"], data["actions"], pave_noise, pave_next_obs, pave_probes,
+                                     args.pave_delta)
                 pave_weighted = {"pave_mpr": args.lam_mpr * pave["mpr"], "pave_vfc": args.lam_vfc * pave["vfc"],
                                  "pave_curv": args.lam_curv * pave["curv"]}
                 nonfinite_guard.check(**pave_weighted)  # so that a stop names the term that went NaN/Inf
@@ -713,11 +711,7 @@ def main(args: Args) -> dict:
         if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
             evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
             summary, last_eval_obs = summarize(evaluation), [torch.from_numpy(o) for o in evaluation["observations"]]
-            eval_history.append({"step": global_step, **{key: summary[key] for key in (
-                "return_mean", "return_std", "smoothness_mean", "smoothness_std", "action_change_mean")}})
-            writer.add_scalar("eval/episodic_return", summary["return_mean"], global_step)
-            writer.add_scalar("eval/smoothness", summary["smoothness_mean"], global_step)
-            writer.add_scalar("eval/action_change", summary["action_change_mean"], global_step)
+            eval_history.append(log_evaluation(writer, summary, global_step))  # eval/* scalars; results.json's curve
             sps = progress.sps(global_step)
             print(f"step {global_step}/{args.total_timesteps}  eval return {summary['return_mean']:.2f} "
                   f"+- {summary['return_std']:.2f}  smoothness {summary['smoothness_mean']:.4f}  SPS {sps}")

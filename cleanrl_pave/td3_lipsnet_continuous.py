@@ -21,10 +21,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
+# ===== LipsNet begin =====
 import torch.nn.functional as F
+# ===== LipsNet end =====
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+from cleanrl_pave.checks import make_checked_env, require_ranges
 from cleanrl_pave.checkpointing import (
     CHECKPOINT_FILE,
     CheckpointSchedule,
@@ -41,12 +44,17 @@ from cleanrl_pave.checkpointing import (
 )
 from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
-from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, summarize, write_results
+from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, log_evaluation, summarize, write_results
 from cleanrl_pave.monitoring import Progress, WandbVideos
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 from cleanrl_pave.provenance import resumed_segments, segment
 
 SCRIPT = os.path.basename(__file__)[: -len(".py")]
+
+
+# Hidden activations of the actor and the critics, by name: the one table to extend (`--activation` offers its
+# keys; README: Adding a method)
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
 @dataclass
@@ -127,7 +135,7 @@ class Args:
     """noise clip parameter of the Target Policy Smoothing Regularization"""
     hidden_sizes: tuple[int, ...] = (400, 300)
     """hidden layer sizes of the actor and of each critic"""
-    activation: Literal["silu", "relu"] = "silu"
+    activation: Literal[tuple(ACTIVATIONS)] = "silu"
     """hidden activation of actor and critics (the paper uses SiLU for every method)"""
     # ===== LipsNet begin =====
     lam_k: float = 1e-5
@@ -150,16 +158,10 @@ def resolve_args(args: Args) -> Args:
     """Fill every unset (None) setting with the paper's value for this env, then reject impossible values."""
     paper = {**DEFAULT_ENV_SETTINGS, **PAPER_ENV_SETTINGS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in paper.items() if getattr(args, key) is None})
-    if not args.learning_rate > 0:
-        raise SystemExit(f"error: --learning-rate must be positive, got {args.learning_rate}")
-    for name in ("total_timesteps", "buffer_size", "batch_size", "eval_episodes", "log_freq", "policy_frequency",
-                 "threads"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes", "geometry_freq",
-                 "progress_interval"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    require_ranges(args, positive=("learning_rate", "total_timesteps", "buffer_size", "batch_size", "eval_episodes",
+                                    "log_freq", "policy_frequency", "threads"),
+                   non_negative=("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes",
+                                 "geometry_freq", "progress_interval"))
     # ===== LipsNet begin =====
     if args.lam_k < 0:
         raise SystemExit(f"error: --lam-k must be non-negative, got {args.lam_k}")
@@ -179,25 +181,7 @@ def resolve_args(args: Args) -> Args:
 
 def make_env(env_id: str, seed: int, capture_video: bool = False, run_name: str = "") -> gym.Env:
     """One env with episode statistics; a clear one-line error for ids, spaces or extras we cannot use."""
-    if capture_video:  # rgb_array frames need no window: without one SDL would print an XDG_RUNTIME_DIR "error"
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    try:
-        env = gym.make(env_id, render_mode="rgb_array" if capture_video else None)
-    except gym.error.DependencyNotInstalled as error:
-        extra = "box2d" if "box2d" in str(error).lower() else "mujoco"
-        raise SystemExit(f"error: {env_id} needs an optional dependency: pip install 'cleanrl_pave[{extra}]' ({error})")
-    except gym.error.Error as error:
-        raise SystemExit(f"error: unknown environment id {env_id!r}: {error}")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise SystemExit(f"error: {env_id} has a {type(env.action_space).__name__} action space; "
-                         "these scripts need a continuous (Box) one")
-    if not (np.all(np.isfinite(env.action_space.low)) and np.all(np.isfinite(env.action_space.high))):
-        raise SystemExit(f"error: {env_id} has unbounded actions; the actor's tanh output needs finite bounds")
-    if capture_video:
-        try:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        except gym.error.DependencyNotInstalled as error:
-            raise SystemExit(f"error: --capture-video needs MoviePy: pip install 'cleanrl_pave[video]' ({error})")
+    env = make_checked_env(env_id, video_folder=f"videos/{run_name}" if capture_video else None)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env
@@ -208,65 +192,8 @@ def to_env_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.n
     return low + (action + 1.0) * 0.5 * (high - low)
 
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
-
-
-def mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """Linear layers with `activation` between them (none after the last)."""
-    layers = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if index < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
-
-
-class QNetwork(nn.Module):
-    """Twin critics Q1, Q2 held as ONE stacked MLP: every layer is a batched matmul over the critic axis, so
-    both critics run in a single call. forward(obs, actions) -> (2, B); row 0 is Q1."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, activation: str, num_critics: int = 2):
-        super().__init__()
-        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
-        self.num_critics, self.activation = num_critics, activation
-        self.activation_fn = {"silu": F.silu, "relu": F.relu}[activation]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            # nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for each critic
-            bound = 1.0 / fan_in**0.5
-            self.weights.append(nn.Parameter(torch.empty(num_critics, fan_in, fan_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(num_critics, 1, fan_out).uniform_(-bound, bound)))
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor, num_critics: Optional[int] = None) -> torch.Tensor:
-        """Q_i(s, a) of the first `num_critics` critics (default: all), (num_critics, B)."""
-        num_critics = num_critics or self.num_critics
-        x = torch.cat([obs, actions], -1)
-        if x.dim() == 2:
-            x = x.expand(num_critics, *x.shape)
-        last = len(self.weights) - 1
-        for index, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias[:num_critics], x, weight[:num_critics])
-            if index < last:
-                x = self.activation_fn(x)
-        return x.squeeze(-1)
-
-
-class Actor(nn.Module):
-    """Deterministic policy: MLP with a tanh output, acting in the [-1, 1] action space."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, activation: str):
-        super().__init__()
-        self.net = mlp([obs_dim, *hidden_sizes, act_dim], activation)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(obs))
-
-    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
-        return self(obs)
-
-
 # ===== LipsNet begin =====
+# LipsNet's networks replace the base's MLP actor (its `mlp` and `Actor`)
 LIPSNET_K_HIDDEN = 32  # K network obs-32-1
 LIPSNET_K_INIT = 50.0  # added to the K network's last bias: K(s) = softplus(50 + O(1)) ~ 50 at the start
 LIPSNET_EPS = 1e-4  # keeps the normalisation finite where J_f vanishes
@@ -317,9 +244,46 @@ class LipsNet(nn.Module):
         f, jacobian = self.f_and_jacobian(obs)
         jacobian_norm = torch.linalg.matrix_norm(jacobian).unsqueeze(-1)  # Frobenius norm per sample, (B, 1)
         return self.k_value(obs) * f / (jacobian_norm + LIPSNET_EPS)
+# ===== LipsNet end =====
 
 
-class LipsNetActor(nn.Module):
+class QNetwork(nn.Module):
+    """Twin critics Q1, Q2 held as ONE stacked MLP: every layer is a batched matmul over the critic axis, so
+    both critics run in a single call. forward(obs, actions) -> (2, B); row 0 is Q1."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes, activation: str, num_critics: int = 2):
+        super().__init__()
+        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
+        self.num_critics, self.activation = num_critics, activation
+        self.activation_fn = ACTIVATIONS[activation]()
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            # nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for each critic
+            bound = 1.0 / fan_in**0.5
+            self.weights.append(nn.Parameter(torch.empty(num_critics, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(num_critics, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, num_critics: Optional[int] = None) -> torch.Tensor:
+        """Q_i(s, a) of the first `num_critics` critics (default: all), (num_critics, B)."""
+        num_critics = num_critics or self.num_critics
+        x = torch.cat([obs, actions], -1)
+        if x.dim() == 2:
+            x = x.expand(num_critics, *x.shape)
+        last = len(self.weights) - 1
+        for index, (weight, bias) in enumerate(zip(self.layer_weights(), self.biases)):
+            x = torch.baddbmm(bias[:num_critics], x, weight[:num_critics])
+            if index < last:
+                x = self.activation_fn(x)
+        return x.squeeze(-1)
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """Each layer's weight as forward uses it: where a variant changes them (SN-Critic normalises them)."""
+        return list(self.weights)
+
+
+# ===== LipsNet begin =====
+class Actor(nn.Module):
     """Deterministic LipsNet policy tanh(K(s) f(s) / (||J_f(s)||_F + eps)) in the [-1, 1] action space."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes):
@@ -333,17 +297,17 @@ class LipsNetActor(nn.Module):
         return self(obs)
 
 
-def lipsnet_k_penalty(actor: LipsNetActor, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def lipsnet_k_penalty(actor: Actor, data: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The penalty mean(K(s)^2) over the batch states, differentiable in K's weights, and mean K(s) (for logging)."""
     k_values = actor.lipsnet.k_value(data["obs"])
     return k_values.square().mean(), k_values.detach().mean()
-
-
 # ===== LipsNet end =====
+
+
 def make_agent(args: Args, obs_dim: int, act_dim: int) -> tuple[Actor, QNetwork]:
     """The actor and the twin critic of this script (used for training and to reload saved models)."""
     # ===== LipsNet begin =====
-    actor = LipsNetActor(obs_dim, act_dim, args.lipsnet_hidden_sizes)
+    actor = Actor(obs_dim, act_dim, args.lipsnet_hidden_sizes)
     # ===== LipsNet end =====
     qf = QNetwork(obs_dim, act_dim, args.hidden_sizes, args.activation)
     return actor, qf
@@ -577,11 +541,7 @@ def main(args: Args) -> dict:
         if (args.eval_freq and global_step % args.eval_freq == 0) or global_step == args.total_timesteps:
             evaluation = evaluate(policy, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET)
             summary, last_eval_obs = summarize(evaluation), [torch.from_numpy(o) for o in evaluation["observations"]]
-            eval_history.append({"step": global_step, **{key: summary[key] for key in (
-                "return_mean", "return_std", "smoothness_mean", "smoothness_std", "action_change_mean")}})
-            writer.add_scalar("eval/episodic_return", summary["return_mean"], global_step)
-            writer.add_scalar("eval/smoothness", summary["smoothness_mean"], global_step)
-            writer.add_scalar("eval/action_change", summary["action_change_mean"], global_step)
+            eval_history.append(log_evaluation(writer, summary, global_step))  # eval/* scalars; results.json's curve
             sps = progress.sps(global_step)
             print(f"step {global_step}/{args.total_timesteps}  eval return {summary['return_mean']:.2f} "
                   f"+- {summary['return_std']:.2f}  smoothness {summary['smoothness_mean']:.4f}  SPS {sps}")

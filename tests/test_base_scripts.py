@@ -79,7 +79,7 @@ def test_td3_critics_are_independent_mlps_and_the_actor_loss_uses_q1_alone(scrip
     actor, qf = module.make_agent(module.Args(hidden_sizes=(16, 12)), 5, 2)
     actor, qf = actor.double(), qf.double()
     obs, actions = torch.randn(7, 5, dtype=torch.float64), torch.rand(7, 2, dtype=torch.float64) * 2 - 1
-    weights = qf.normalized_weights() if hasattr(qf, "normalized_weights") else list(qf.weights)
+    weights = qf.layer_weights()  # the weights forward uses (SN-Critic: normalised)
     for critic in range(2):
         x = torch.cat([obs, actions], -1)
         for index, (weight, bias) in enumerate(zip(weights, qf.biases)):

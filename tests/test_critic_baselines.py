@@ -39,7 +39,7 @@ def test_spectral_norm_makes_every_layer_of_both_critics_1_lipschitz(script):
         qf.power_iteration_()
     raw_sigmas = [torch.linalg.svdvals(weight.detach())[:, 0] for weight in qf.weights]  # (2,) per layer
     assert min(sigma.min() for sigma in raw_sigmas) > 1.5  # the normalisation has work to do
-    for weight, normalized, spectral_norm in zip(qf.weights, qf.normalized_weights(), qf.spectral_norms):
+    for weight, normalized, spectral_norm in zip(qf.weights, qf.layer_weights(), qf.spectral_norms):
         assert normalized.shape == weight.shape
         largest = torch.linalg.svdvals(normalized.detach())[:, 0]
         torch.testing.assert_close(largest, torch.ones(2), atol=1e-4, rtol=0)

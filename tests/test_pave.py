@@ -90,7 +90,9 @@ def check_against_reference(pave_terms, qf, data, weights, delta, reference) -> 
     """Q(s, a), the terms and the gradient of a loss weighting all of them with respect to every critic parameter
     within 1e-6 relative of the reference."""
     params = list(qf.parameters())
-    terms = pave_terms(qf, *data.values(), *weights, delta)
+    on = [value if weight else None for value, weight in zip((data["state_noise"], data["next_obs"], data["probes"]),
+                                                              weights)]  # a term's input, None when it is off
+    terms = pave_terms(qf, data["obs"], data["actions"], *on, delta)
     assert terms["q"].shape == reference["q"].shape and relative_error(terms["q"], reference["q"]) < 1e-6
     q_weights = torch.linspace(-1.0, 2.0, reference["q"].numel(), dtype=reference["q"].dtype).view_as(reference["q"])
     for name, weight in zip(("mpr", "vfc", "curv"), weights):
@@ -182,7 +184,9 @@ def test_float32_terms_are_close_to_the_float64_reference(script):
     module, qf, data = critic_and_batch(script, batch=64)
     reference = reference_terms([critic_fn(qf, critic) for critic in range(2)], delta=1.0, **data)
     qf32 = qf.float()
-    terms = module.pave_terms(qf32, *(value.float() for value in data.values()), 1.0, 1.0, 1.0, 1.0)
+    data = {name: value.float() for name, value in data.items()}
+    terms = module.pave_terms(qf32, data["obs"], data["actions"], data["state_noise"], data["next_obs"],
+                              data["probes"], 1.0)
     for name in ("mpr", "vfc", "curv"):
         assert relative_error(terms[name].double(), reference[name]) < 1e-3, name
 
@@ -253,8 +257,8 @@ def test_fast_terms_measure_the_exact_critic_derivatives(script):
     rows = list(itertools.product(range(3), range(len(signs)), range(len(directions))))
     obs, actions = data["obs"][[r[0] for r in rows]], data["actions"][[r[0] for r in rows]]
     step, sigma = torch.randn(OBS_DIM, dtype=torch.float64), 1e-5
-    terms = module.pave_terms(qf, obs, actions, obs + sigma * step, sigma * directions[[r[2] for r in rows]],
-                              signs[[r[1] for r in rows]], 1.0, 1.0, 1.0, 1e3)
+    terms = module.pave_terms(qf, obs, actions, sigma * directions[[r[2] for r in rows]], obs + sigma * step,
+                              signs[[r[1] for r in rows]], 1e3)
 
     expected_mpr = expected_vfc = expected_curv = 0.0
     for critic in range(2):
@@ -275,7 +279,7 @@ def test_zero_weights_leave_the_base_critic_loss(script):
     """All-zero weights: no term is computed, nothing joins the graph, Q(s, a) is the base's own forward, bit for
     bit, and TD + sum lambda * term is the base's TD loss."""
     module, qf, data = critic_and_batch(script)
-    terms = module.pave_terms(qf, data["obs"], data["actions"], data["next_obs"], None, None, 0.0, 0.0, 0.0, 1.0)
+    terms = module.pave_terms(qf, data["obs"], data["actions"], None, None, None, 1.0)
     td_loss = qf(data["obs"], data["actions"]).square().mean(1).sum()
     total = terms["q"].square().mean(1).sum() + sum(0.0 * terms[name] for name in ("mpr", "vfc", "curv"))
     assert all(terms[name].item() == 0.0 and not terms[name].requires_grad for name in ("mpr", "vfc", "curv"))
@@ -380,10 +384,11 @@ def test_the_drift_check_covers_both_pave_scripts():
 
 
 def test_the_speed_benchmark_runs_every_mode(tmp_path, monkeypatch):
-    """benchmark/pave_release_pattern.py at its smallest: one timed update per mode (full-size SAC networks)."""
-    benchmark = importlib.import_module("benchmark.pave_release_pattern")
+    """benchmark/measurements/critic_update_speed.py at its smallest: one timed update per mode (full-size SAC
+    networks)."""
+    benchmark = importlib.import_module("benchmark.measurements.critic_update_speed")
     output = tmp_path / "speed.json"
-    monkeypatch.setattr(sys, "argv", ["pave_release_pattern.py", "--algos", "sac", "--threads", "1", "--updates", "1",
+    monkeypatch.setattr(sys, "argv", ["critic_update_speed.py", "--algos", "sac", "--threads", "1", "--updates", "1",
                                       "--rounds", "1", "--no-pave-compile", "--json", str(output)])
     benchmark.main()
     (row,) = json.loads(output.read_text())

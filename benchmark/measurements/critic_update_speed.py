@@ -137,8 +137,8 @@ def make_update(algo: str, mode: str, compile_losses: bool, compile_pave: bool, 
             noise = SIGMA * torch.randn(data["obs"].shape, generator=generator)
             probes = torch.randint(0, 2, data["actions"].shape, generator=generator, dtype=torch.float32) * 2 - 1
             if mode == "pave":
-                terms = pave_fn(qf, data["obs"], data["actions"], data["next_obs"], noise, probes, lam_mpr, lam_vfc,
-                                lam_curv, DELTA)
+                terms = pave_fn(qf, data["obs"], data["actions"], noise if lam_mpr else None,
+                                data["next_obs"] if lam_vfc else None, probes if lam_curv else None, DELTA)
             else:
                 terms = release_terms(qf, data["obs"], data["actions"], data["next_obs"], noise, probes, DELTA)
             weighted = {"pave_mpr": lam_mpr * terms["mpr"], "pave_vfc": lam_vfc * terms["vfc"],
