@@ -308,16 +308,14 @@ class ReplayBuffer:
 
 
 # ===== ASAP begin =====
-# The release's per-env ASAP weights for TD3 (paper Table 7; paper Tables 7-8); an env not listed uses the defaults.
+# The release's per-env ASAP weights for TD3 (paper Table 7); Ant, Humanoid and Walker2d (and envs not listed) use the
+# defaults.
 ASAP_DEFAULT_WEIGHTS = {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05}
 ASAP_ENV_WEIGHTS = {
-    "Ant-v5": {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05},
     "Hopper-v5": {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.07},
-    "Humanoid-v5": {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05},
     "LunarLanderContinuous-v3": {"lam_p": 2.0, "lam_s": 0.03, "lam_t": 0.005},
     "Pendulum-v1": {"lam_p": 2.0, "lam_s": 0.03, "lam_t": 0.005},
     "Reacher-v5": {"lam_p": 2.0, "lam_s": 0.1, "lam_t": 0.1},
-    "Walker2d-v5": {"lam_p": 2.0, "lam_s": 0.3, "lam_t": 0.05},
 }
 
 
@@ -381,7 +379,6 @@ def main(args: Args) -> dict:
         f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"runs/{run_name}"
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
-    stop_signals = StopSignals(checkpoint_path)  # SIGINT/SIGTERM: save a checkpoint at the end of the step, then exit
     checkpoint = load_checkpoint(checkpoint_path, SCRIPT, args.env_id) \
         if args.resume and os.path.exists(checkpoint_path) else None
     # resumable at any step: a checkpoint replays the current episode's actions (README: Reproducibility); a bad env
@@ -509,6 +506,9 @@ def main(args: Args) -> dict:
     checkpoints = CheckpointSchedule(args.checkpoint_freq, args.checkpoint_minutes, args.total_timesteps)
     progress = Progress(args.total_timesteps, start_step, args.learning_starts, args.progress_interval)
     videos = WandbVideos(f"videos/{run_name}") if args.track and args.capture_video else None
+    # SIGINT/SIGTERM from here on: save a checkpoint at the end of the step, then exit (set up last, so that a run
+    # stopped by bad input before this point leaves the signal handlers as they were)
+    stop_signals = StopSignals(checkpoint_path)
     for global_step in range(start_step + 1, args.total_timesteps + 1):
         # ALGO LOGIC: put action logic here
         if global_step <= args.learning_starts:

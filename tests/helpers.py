@@ -1,6 +1,96 @@
-"""Shared by the tests that train scripts."""
+"""Helpers shared by several test modules: the script list, tiny training runs, reading a run's outputs, method blocks."""
 
+import importlib
+import json
 import os
+import pathlib
+import re
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
+SCRIPTS = sorted(path.stem for path in PACKAGE.glob("*_continuous.py"))
+LOGGED = re.compile(r'add_scalar\(\s*f?"(losses/[A-Za-z0-9_]+)"')
+BASE_SCALARS = {"charts/SPS", "charts/episodic_return", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss",
+                "losses/qf1_values", "eval/episodic_return", "eval/smoothness", "eval/action_change"}
+
+
+def scalars(run_dir: pathlib.Path) -> dict[str, list]:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]}
+
+
+def method_scalars(script: str) -> set[str]:
+    """The `losses/...` names a variant logs beyond its base's: its method terms."""
+    base = "td3_continuous" if script.startswith("td3") else "sac_continuous"
+    own = set(LOGGED.findall((PACKAGE / f"{script}.py").read_text()))
+    return own - set(LOGGED.findall((PACKAGE / f"{base}.py").read_text()))
+
+
+def tiny_run(script: str, env_id: str, **overrides) -> tuple[dict, pathlib.Path]:
+    module = importlib.import_module(f"cleanrl_pave.{script}")
+    settings = dict(env_id=env_id, total_timesteps=300, learning_starts=100, hidden_sizes=(32, 32), eval_freq=150,
+                    eval_episodes=1, run_name="smoke", seed=1, save_model=True, **eager(module))
+    settings.update(overrides)
+    return module.main(module.Args(**settings)), pathlib.Path("runs/smoke")
+
+
+def check_outputs(script: str, run_dir: pathlib.Path, total: int, eval_freq: int) -> None:
+    """A finished run's results.json, TensorBoard scalars (the base's and the method's own) and weights-only model."""
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["script"] == script and on_disk["global_step"] == total
+    assert len(on_disk["eval"]["episode_returns"]) == on_disk["config"]["eval_episodes"]
+    assert [entry["step"] for entry in on_disk["eval_history"]] == list(range(eval_freq, total + 1, eval_freq))
+    logged = scalars(run_dir)
+    missing = (BASE_SCALARS | method_scalars(script)) - logged.keys()
+    assert not missing, f"{script} did not log {sorted(missing)}"
+    assert max(event.step for event in logged["losses/qf1_loss"]) == total
+    assert_loads_weights_only(run_dir / f"{script}.cleanrl_model")
+
+
+def assert_same(safe, full, where="payload") -> None:
+    assert type(safe) is type(full), where
+    if isinstance(full, torch.Tensor):
+        assert safe.dtype == full.dtype and torch.equal(safe, full), where
+    elif isinstance(full, dict):
+        assert safe.keys() == full.keys(), where
+        for key in full:
+            assert_same(safe[key], full[key], f"{where}[{key!r}]")
+    elif isinstance(full, (list, tuple)):
+        assert len(safe) == len(full), where
+        for index, (item, expected) in enumerate(zip(safe, full)):
+            assert_same(item, expected, f"{where}[{index}]")
+    else:
+        assert safe == full or (safe != safe and full != full), where  # NaN equals NaN here
+
+
+def assert_loads_weights_only(path: pathlib.Path) -> None:
+    """The file holds tensors and plain types only (it cannot run code when opened), and a weights-only load gives
+    exactly what full unpickling gives."""
+    assert_same(torch.load(path, weights_only=True), torch.load(path, weights_only=False))
+
+
+BEGIN = re.compile(r"^\s*# ===== (?P<name>.+) begin =====\s*$")
+END = re.compile(r"^\s*# ===== (?P<name>.+) end =====\s*$")
+
+
+def method_blocks(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, last) line indices of each block, markers included; raises on unbalanced or nested markers."""
+    blocks, open_block = [], None
+    for index, line in enumerate(lines):
+        if BEGIN.match(line):
+            assert open_block is None, f"line {index + 1}: block opened inside another block"
+            open_block = (index, BEGIN.match(line)["name"])
+        elif END.match(line):
+            assert open_block is not None, f"line {index + 1}: block end without a begin"
+            assert END.match(line)["name"] == open_block[1], f"line {index + 1}: end of {END.match(line)['name']!r} " \
+                                                             f"closes block {open_block[1]!r}"
+            blocks.append((open_block[0], index))
+            open_block = None
+    assert open_block is None, f"line {open_block[0] + 1}: block {open_block[1]!r} is never closed"
+    return blocks
 
 
 def exit_abruptly(*args) -> None:
@@ -17,9 +107,6 @@ def eager(module) -> dict:
 def train_tiny_runs(root, scripts, **overrides) -> dict:
     """Tiny Pendulum runs (300 steps, past learning_starts = 100, PAVE eager) of `scripts` in `root`, each run named
     after its script and saving its model and a checkpoint at step 200: {script: run dir}."""
-    import importlib
-    import os
-
     previous_dir = os.getcwd()
     os.chdir(root)
     try:

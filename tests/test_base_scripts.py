@@ -15,8 +15,9 @@ import torch
 import tyro
 
 from cleanrl_pave import monitoring
-from tests.helpers import wandb_offline_records
-from tests.test_scripts_smoke import scalars
+from torch.utils.tensorboard import SummaryWriter
+
+from tests.helpers import SCRIPTS, scalars, tiny_run, wandb_offline_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BASES = ["td3_continuous", "sac_continuous"]
@@ -299,3 +300,32 @@ def test_a_non_finite_loss_stops_the_run_with_one_line_and_a_resumable_checkpoin
         assert all(torch.isfinite(value).all() for value in checkpoint[network].values()), network
     results = module.main(module.Args(**settings, resume=True))
     assert results["global_step"] == 400 and np.isfinite(results["eval"]["episode_returns"]).all()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_qf_loss_is_the_loss_the_critic_optimiser_minimises(script, tmp_path, monkeypatch):
+    """losses/qf_loss means one thing in every script: the value of the loss whose backward() updates the critic (the
+    TD losses at the backbone's scale plus the method's critic terms), at the last gradient step before the log."""
+    monkeypatch.chdir(tmp_path)
+    minimised, expected = [], []
+    backward, add_scalar = torch.Tensor.backward, SummaryWriter.add_scalar
+
+    def recorded_backward(self, *args, **kwargs):
+        if "inputs" not in kwargs:  # the critic's update (the actor's backward names the actor's parameters)
+            minimised.append(self.item())
+        return backward(self, *args, **kwargs)
+
+    def recorded_add_scalar(self, tag, value, *args, **kwargs):
+        if tag == "losses/qf_loss":
+            expected.append(minimised[-1])
+        return add_scalar(self, tag, value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "backward", recorded_backward)
+    monkeypatch.setattr(SummaryWriter, "add_scalar", recorded_add_scalar)
+    schedule = {"train_freq": 10, "gradient_steps": 10} if script.startswith("sac") else {}
+    _, run_dir = tiny_run(script, "Pendulum-v1", total_timesteps=150, eval_freq=0, save_model=False, log_freq=10,
+                          hidden_sizes=(8, 8), **schedule)
+    assert len(minimised) == 50  # one critic update per gradient step
+    logged = [event.value for event in scalars(run_dir)["losses/qf_loss"]]
+    assert len(logged) == len(expected) == 5
+    assert logged == pytest.approx(expected, rel=1e-6)

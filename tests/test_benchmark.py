@@ -25,7 +25,7 @@ SCRIPTS_DIR = REPO / "cleanrl_pave"
 PAPER_SEEDS = [178132, 410580, 922852, 787576, 660993]
 PAPER_ENVS = ["LunarLanderContinuous-v3", "Pendulum-v1", "Reacher-v5", "Ant-v5", "Hopper-v5", "Walker2d-v5"]
 TRAINING_STEPS = {"Pendulum-v1": 100_000, "LunarLanderContinuous-v3": 500_000, "Reacher-v5": 500_000,
-                  "Ant-v5": 1_000_000, "Hopper-v5": 1_000_000, "Walker2d-v5": 1_000_000}  # SPEC section 4
+                  "Ant-v5": 1_000_000, "Hopper-v5": 1_000_000, "Walker2d-v5": 1_000_000}  # README: The backbones
 SUITE_SIZES = {"td3_main": 150, "sac_main": 150, "ablation": 80, "sensitivity": 105, "critic_centric": 40,
                "caps_pave": 20, "lipsnet": 120, "quick": 4}
 

@@ -1,5 +1,5 @@
-"""The combined methods of SPEC section 3, CAPS + PAVE and PAVE + LipsNet: each is its base plus the method blocks of
-the two single-method scripts, copied verbatim, so the combination is exactly the sum of the two methods."""
+"""The combined methods of README "Baselines", CAPS + PAVE and PAVE + LipsNet: each is its base plus the method
+blocks of the two single-method scripts, copied verbatim, so the combination is exactly the sum of the two methods."""
 
 import dataclasses
 import importlib
@@ -10,8 +10,8 @@ import torch
 import tyro
 
 from tests.helpers import eager
-from tests.test_drift import method_blocks
-from tests.test_scripts_smoke import method_scalars, scalars
+
+from tests.helpers import method_blocks, method_scalars, scalars
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 COMBINATIONS = {

@@ -1,4 +1,4 @@
-"""The critic-side baselines of SPEC section 3: SN-Critic (spectral normalisation of the stacked twin critic) and
+"""The critic-side baselines of README "Baselines": SN-Critic (spectral normalisation of the stacked twin critic) and
 GP-Critic (a penalty on the critics' action gradient). Each is checked against an independent computation: torch's
 own spectral_norm applied critic by critic, SVDs, finite differences and per-sample autograd loops."""
 

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 from benchmark.measurements.update_path_check import run_checked
-from tests.test_scripts_smoke import SCRIPTS
+from tests.helpers import SCRIPTS
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 SETTINGS = dict(env_id="Pendulum-v1", total_timesteps=150, learning_starts=100, hidden_sizes=(32, 32), eval_freq=0,

@@ -6,33 +6,13 @@ or removed only where a block stands, so `diff base variant` shows exactly the m
 
 import difflib
 import pathlib
-import re
 
 import pytest
 
+from tests.helpers import method_blocks
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 BASES = {"td3": "td3_continuous.py", "sac": "sac_continuous.py"}
-BEGIN = re.compile(r"^\s*# ===== (?P<name>.+) begin =====\s*$")
-END = re.compile(r"^\s*# ===== (?P<name>.+) end =====\s*$")
-
-
-def method_blocks(lines: list[str]) -> list[tuple[int, int]]:
-    """(first, last) line indices of each block, markers included; raises on unbalanced or nested markers."""
-    blocks, open_block = [], None
-    for index, line in enumerate(lines):
-        if BEGIN.match(line):
-            assert open_block is None, f"line {index + 1}: block opened inside another block"
-            open_block = (index, BEGIN.match(line)["name"])
-        elif END.match(line):
-            assert open_block is not None, f"line {index + 1}: block end without a begin"
-            assert END.match(line)["name"] == open_block[1], f"line {index + 1}: end of {END.match(line)['name']!r} " \
-                                                             f"closes block {open_block[1]!r}"
-            blocks.append((open_block[0], index))
-            open_block = None
-    assert open_block is None, f"line {open_block[0] + 1}: block {open_block[1]!r} is never closed"
-    return blocks
-
-
 def drift(base: list[str], variant: list[str]) -> list[str]:
     """Human-readable descriptions of every difference that is not covered by a method block."""
     blocks = method_blocks(variant)

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from tests.test_scripts_smoke import SCRIPTS, check_outputs, scalars
+from tests.helpers import SCRIPTS, check_outputs, scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOTAL = 600

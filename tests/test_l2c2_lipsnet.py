@@ -369,7 +369,7 @@ def test_lipsnet_local_lipschitz_constant_is_at_most_k(module):
 def test_lipsnet_agent_actions_lie_in_the_unit_box(module):
     args = module.resolve_args(module.Args(env_id="Pendulum-v1", hidden_sizes=(16, 16)))
     actor, qf = module.make_agent(args, OBS_DIM, ACT_DIM)
-    assert isinstance(actor.lipsnet, module.LipsNet)  # the script's actor is LipsNet's (TD3: its Actor; SAC: LipsNetActor)
+    assert isinstance(actor.lipsnet, module.LipsNet)  # the actor is LipsNet's (TD3: Actor; SAC: LipsNetActor)
     sizes = [layer.out_features for layer in actor.lipsnet.f_layers]
     assert sizes == [*module.Args.lipsnet_hidden_sizes, ACT_DIM]
     assert module.Args.lipsnet_hidden_sizes == ((64, 64) if module is td3_lipsnet else (256, 256))

@@ -271,7 +271,7 @@ def test_asap_polyak_copy_moves_by_tau(script):
 @pytest.mark.parametrize("script", ["td3_asap_continuous", "sac_asap_continuous"])
 def test_asap_polyak_copy_steps_at_every_gradient_step(script, tmp_path, monkeypatch):
     """The release steps ASAP's copy at every gradient step (td3/models/asap_td3.py:495-496, interval 1, outside the
-    policy_delay block; SPEC section 3), so TD3's copy takes two Polyak steps per delayed actor update. Both runs
+    policy_delay block; README: Baselines), so TD3's copy takes two Polyak steps per delayed actor update. Both runs
     below make 20 gradient steps: TD3 one per env step after warm-up, SAC 2 x 10."""
     monkeypatch.chdir(tmp_path)
     module = load(script)
