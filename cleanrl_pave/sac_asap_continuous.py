@@ -392,6 +392,7 @@ def main(args: Args) -> dict:
         f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"runs/{run_name}"
     checkpoint_path = os.path.join(run_dir, CHECKPOINT_FILE)
+    stop_signals = StopSignals(checkpoint_path)  # SIGINT/SIGTERM: save a checkpoint at the end of the step, then exit
     checkpoint = load_checkpoint(checkpoint_path, SCRIPT, args.env_id) \
         if args.resume and os.path.exists(checkpoint_path) else None
     # resumable at any step: a checkpoint replays the current episode's actions (README: Reproducibility); a bad env
@@ -518,9 +519,6 @@ def main(args: Args) -> dict:
     checkpoints = CheckpointSchedule(args.checkpoint_freq, args.checkpoint_minutes, args.total_timesteps)
     progress = Progress(args.total_timesteps, start_step, args.learning_starts, args.progress_interval)
     videos = WandbVideos(f"videos/{run_name}") if args.track and args.capture_video else None
-    # SIGINT/SIGTERM from here on: save a checkpoint at the end of the step, then exit (set up last, so that a run
-    # stopped by bad input before this point leaves the signal handlers as they were)
-    stop_signals = StopSignals(checkpoint_path)
     for global_step in range(start_step + 1, args.total_timesteps + 1):
         # ALGO LOGIC: put action logic here
         if global_step <= args.learning_starts:
