@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import SCRIPTS, check_outputs, scalars
+from tests.helpers import SCRIPTS, ForkedRun, Zygote, check_outputs, scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOTAL = 600
@@ -24,18 +24,26 @@ SHORT = ["--total-timesteps", str(TOTAL), "--learning-starts", "100", "--hidden-
 
 
 def command(script: str, run_name: str, env_id: str, *flags: str) -> list[str]:
+    """`python SCRIPT ...` without the `python`: what the zygote runs (a resume command adds sys.executable)."""
     eager = ["--no-pave-compile"] if "pave" in script and "--pave-compile" not in flags else []
-    return [sys.executable, str(REPO / "cleanrl_pave" / f"{script}.py"), "--env-id", env_id, "--run-name", run_name,
-            *SHORT, *eager, *flags]
+    return [str(REPO / "cleanrl_pave" / f"{script}.py"), "--env-id", env_id, "--run-name", run_name, *SHORT, *eager,
+            *flags]
 
 
-def start(argv: list[str], cwd: pathlib.Path, name: str) -> subprocess.Popen:
-    log = open(cwd / f"{name}.log", "ab")
-    return subprocess.Popen(argv, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=log,
-                            stderr=subprocess.STDOUT)
+@pytest.fixture(scope="module")
+def zygote():
+    """Runs start as processes forked from one interpreter that has imported torch and the scripts' helpers
+    (tests/helpers.py: Zygote): real processes, killed and signalled for real, without 5 s of imports each."""
+    forker = Zygote(REPO)
+    yield forker
+    forker.close()
 
 
-def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+def start(zygote: Zygote, argv: list[str], cwd: pathlib.Path, name: str) -> ForkedRun:
+    return zygote.start(argv, cwd, cwd / f"{name}.log")
+
+
+def wait_for(condition, process: ForkedRun, what: str, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"the run ended before {what}"
@@ -62,13 +70,14 @@ def assert_identical(reference: tuple, resumed: tuple) -> None:
             assert torch.equal(got_model[part][name], tensor), f"{part}.{name} differs"
 
 
-def kill_after_checkpoints(argv: list[str], cwd: pathlib.Path, run_dir: pathlib.Path, kills: int) -> list[int]:
+def kill_after_checkpoints(zygote: Zygote, argv: list[str], cwd: pathlib.Path, run_dir: pathlib.Path,
+                           kills: int) -> list[int]:
     """Start the run, SIGKILL it as soon as it has written a new checkpoint, `kills` times, resuming it each time;
     the last resume runs to the end. Returns the steps it resumed from."""
     checkpoint, resumed_from = run_dir / "checkpoint.pt", []
     for attempt in range(kills + 1):
         seen = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
-        process = start(argv + (["--resume"] if attempt else []), cwd, "chain")
+        process = start(zygote, argv + (["--resume"] if attempt else []), cwd, "chain")
         if attempt == kills:
             assert process.wait(timeout=300) == 0, (cwd / "chain.log").read_text()[-3000:]
             break
@@ -83,10 +92,10 @@ CASES = [(script, "LunarLanderContinuous-v3") for script in SCRIPTS] + [("td3_co
 
 
 @pytest.mark.parametrize("script, env_id", CASES, ids=[f"{script}-{env.split('-')[0]}" for script, env in CASES])
-def test_a_run_killed_twice_ends_with_the_numbers_of_the_uninterrupted_run(script, env_id, tmp_path):
-    reference = start(command(script, "reference", env_id), tmp_path, "reference")  # beside the chain: 2 cores
-    resumed_from = kill_after_checkpoints(command(script, "killed", env_id, "--checkpoint-freq", "150"), tmp_path,
-                                          tmp_path / "runs/killed", kills=2)
+def test_a_run_killed_twice_ends_with_the_numbers_of_the_uninterrupted_run(script, env_id, tmp_path, zygote):
+    reference = start(zygote, command(script, "reference", env_id), tmp_path, "reference")  # beside the chain
+    resumed_from = kill_after_checkpoints(zygote, command(script, "killed", env_id, "--checkpoint-freq", "150"),
+                                          tmp_path, tmp_path / "runs/killed", kills=2)
     assert reference.wait(timeout=300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
     check_outputs(script, tmp_path / "runs/reference", TOTAL, eval_freq=200)  # the script's smoke test
     assert resumed_from == [150, 300]  # each kill came before the next checkpoint: the resume redid the steps since
@@ -101,13 +110,13 @@ def test_a_run_killed_twice_ends_with_the_numbers_of_the_uninterrupted_run(scrip
     assert "resuming at step 300" in (tmp_path / "chain.log").read_text()
 
 
-def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_the_resume_exact(tmp_path):
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_the_resume_exact(tmp_path, zygote):
     script, env_id = "td3_continuous", "LunarLanderContinuous-v3"
-    reference = start(command(script, "reference", env_id), tmp_path, "reference")
+    reference = start(zygote, command(script, "reference", env_id), tmp_path, "reference")
     argv = command(script, "killed", env_id, "--checkpoint-freq", "50")
     run_dir = tmp_path / "runs/killed"
     checkpoint, partial = run_dir / "checkpoint.pt", run_dir / ".checkpoint.pt.partial"
-    process = start(argv, tmp_path, "chain")
+    process = start(zygote, argv, tmp_path, "chain")
     wait_for(checkpoint.exists, process, "a first checkpoint")
     deadline = time.monotonic() + 120
     while not partial.exists():  # no sleep: a small checkpoint is written in milliseconds
@@ -117,7 +126,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_the_
     assert partial.exists(), "killed midway through writing the next checkpoint"
     previous = checkpoint_step(checkpoint)  # the complete previous checkpoint, still loadable
     assert previous % 50 == 0 and previous < TOTAL
-    assert start(argv + ["--resume"], tmp_path, "chain").wait(timeout=300) == 0
+    assert start(zygote, argv + ["--resume"], tmp_path, "chain").wait(timeout=300) == 0
     assert reference.wait(timeout=300) == 0
     assert_identical(final_numbers(tmp_path / "runs/reference", script), final_numbers(run_dir, script))
     assert not partial.exists()  # the next write replaced it
@@ -129,20 +138,19 @@ STOPS = [("td3_continuous", signal.SIGINT, []), ("sac_continuous", signal.SIGTER
 
 
 @pytest.mark.parametrize("script, signum, flags", STOPS, ids=[f"{script}-{signum.name}" for script, signum, _ in STOPS])
-def test_sigint_and_sigterm_save_a_checkpoint_and_exit_with_one_line(script, signum, flags, tmp_path):
+def test_sigint_and_sigterm_save_a_checkpoint_and_exit_with_one_line(script, signum, flags, tmp_path, zygote):
     """What Ctrl-C (to the whole process group, as a terminal sends it), SLURM and Ray do to a run with the default
     --checkpoint-freq 0: it saves an exact checkpoint, says in one line where it is and how to resume, and exits
     128 + the signal; the printed command resumes it exactly."""
     env_id = "LunarLanderContinuous-v3"
-    reference = start(command(script, "reference", env_id, *flags), tmp_path, "reference")
-    log = tmp_path / "stopped.log"
-    with open(log, "w") as stdout:
-        process = subprocess.Popen(command(script, "stopped", env_id, *flags), cwd=tmp_path, text=True,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=stdout, stderr=subprocess.PIPE,
-                                   start_new_session=True)
-        wait_for(lambda: "step 200/" in log.read_text(), process, "the first evaluation, past learning_starts")
-        os.killpg(process.pid, signum)
-        stderr = process.communicate(timeout=300)[1]
+    reference = start(zygote, command(script, "reference", env_id, *flags), tmp_path, "reference")
+    log, error_log = tmp_path / "stopped.log", tmp_path / "stopped.stderr"
+    process = zygote.start(command(script, "stopped", env_id, *flags), tmp_path, log, error_log, new_session=True)
+    wait_for(lambda: log.exists() and "step 200/" in log.read_text(), process,
+             "the first evaluation, past learning_starts")
+    os.killpg(process.pid, signum)
+    process.wait(timeout=300)
+    stderr = error_log.read_text()
     assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in log.read_text() + stderr
     lines = stderr.strip().splitlines()
