@@ -227,6 +227,17 @@ class Zygote:
                              stderr=str(stderr) if stderr else None, new_session=new_session)
         return ForkedRun(self, reply["pid"])
 
+    def run(self, argv: list[str], cwd: pathlib.Path, timeout: float = 300.0) -> tuple[int, str, str]:
+        """Run to the end, as subprocess.run would: (exit code, stdout, stderr), the output kept in files under cwd."""
+        stdout, stderr = pathlib.Path(cwd) / ".zygote.stdout", pathlib.Path(cwd) / ".zygote.stderr"
+        for path in (stdout, stderr):
+            path.unlink(missing_ok=True)
+        code = self.start(argv, cwd, stdout, stderr).wait(timeout)
+        output = [path.read_text() if path.exists() else "" for path in (stdout, stderr)]
+        for path in (stdout, stderr):
+            path.unlink(missing_ok=True)
+        return code, *output
+
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(timeout=60)

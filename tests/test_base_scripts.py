@@ -17,11 +17,19 @@ import tyro
 from cleanrl_pave import monitoring
 from torch.utils.tensorboard import SummaryWriter
 
-from tests.helpers import SCRIPTS, scalars, tiny_run, wandb_offline_records
+from tests.helpers import SCRIPTS, Zygote, scalars, tiny_run, wandb_offline_records
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BASES = ["td3_continuous", "sac_continuous"]
 TINY = ["--hidden-sizes", "32", "32", "--eval-episodes", "1"]
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    """Script processes forked from one interpreter with torch imported (tests/helpers.py: Zygote)."""
+    forker = Zygote(REPO)
+    yield forker
+    forker.close()
 
 
 def run_script(script: str, *flags: str, cwd, env=None, wait=True):
@@ -180,14 +188,14 @@ def test_resume_refuses_a_checkpoint_of_another_script_or_env(tmp_path):
     (["--env-id", "Pendulum-v1", "--buffer-size", "10"], "--buffer-size (10) must hold at least one batch"),
 ])
 @pytest.mark.parametrize("script", BASES)
-def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path):
+def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path, zygote):
     """Rejected before anything is printed or written: no configuration dump before the error, no run directory."""
-    result = run_script(script, *flags, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    returncode, stdout, stderr = zygote.run([REPO / "cleanrl_pave" / f"{script}.py", *flags], tmp_path)
+    assert returncode != 0
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
-    assert result.stdout == ""
+    assert stdout == ""
     assert not (tmp_path / "runs").exists()
 
 
