@@ -5,6 +5,10 @@ import json
 import os
 import pathlib
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -209,9 +213,6 @@ class Zygote:
     session if asked, its exit code, and signals sent to it (the scripts import nothing the zygote lacks)."""
 
     def __init__(self, repo: pathlib.Path):
-        import subprocess
-        import sys
-
         self.process = subprocess.Popen([sys.executable, "-c", ZYGOTE_PROGRAM], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
 
@@ -255,8 +256,6 @@ class ForkedRun:
         return self.returncode
 
     def wait(self, timeout: float = 300.0) -> int:
-        import time
-
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() > deadline:
@@ -265,6 +264,4 @@ class ForkedRun:
         return self.returncode
 
     def kill(self) -> None:
-        import signal
-
         os.kill(self.pid, signal.SIGKILL)
