@@ -254,12 +254,8 @@ class Actor(nn.Module):
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
         return self(obs)
 
-    def predict_next_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """P(s): the predicted next action pi(s')."""
-        return torch.tanh(self.predictor_head(self.trunk(obs)))
-
     def act_and_predict(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pi(s), P(s)) from one trunk pass."""
+        """(pi(s), P(s)) from one trunk pass; P(s) predicts the next action pi(s')."""
         features = self.trunk(obs)
         return torch.tanh(self.action_head(features)), torch.tanh(self.predictor_head(features))
 # ===== ASAP end =====
@@ -354,17 +350,11 @@ def asap_losses(actor: Actor, actor_copy: Actor, data: dict) -> tuple[torch.Tens
     prev_actions, now_actions, next_actions = actions.chunk(3)
     predicted_next_actions = predictions.chunk(3)[1]  # P(s)
     with torch.no_grad():
-        target_predicted_next_actions = actor_copy.predict_next_action(data["obs"])  # P_targ(s)
+        target_predicted_next_actions = actor_copy.act_and_predict(data["obs"])[1]  # P_targ(s)
     temporal = grad_caps_penalty(prev_actions, now_actions, next_actions)
     spatial = 0.5 * F.mse_loss(next_actions, target_predicted_next_actions)
     predictor = 0.5 * F.mse_loss(predicted_next_actions, next_actions.detach())
     return temporal, spatial, predictor
-
-
-@torch.no_grad()
-def update_asap_target(actor_copy: Actor, actor: Actor, tau: float) -> None:
-    """Polyak step of ASAP's actor copy, copy <- copy + tau * (actor - copy), all parameters in one fused call."""
-    torch._foreach_lerp_(list(actor_copy.parameters()), list(actor.parameters()), tau)
 
 
 # ===== ASAP end =====
@@ -442,7 +432,7 @@ def main(args: Args) -> dict:
     actor_params = list(actor.parameters())
     # ===== ASAP begin =====
     asap_actor_target = copy.deepcopy(actor).requires_grad_(False)  # ASAP's Polyak copy: gives P_targ
-    # prev_obs holds s_{t-1}, the state before obs in the same episode (obs itself at an episode's first step)
+    asap_target_params = list(asap_actor_target.parameters())
     rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),
                                          "next_obs": (obs_dim,), "dones": (), "prev_obs": (obs_dim,)}, device)
     # ===== ASAP end =====
@@ -517,9 +507,7 @@ def main(args: Args) -> dict:
             action = np.clip(action + numpy_rng.normal(0.0, args.exploration_noise, act_dim), -1.0, 1.0)
 
         # ===== ASAP begin =====
-        # s_{t-1}, the state before obs in its episode: never in another episode, obs itself at an episode's first
-        # step (README: Deliberate differences); the training env tracks it, also across a resume
-        prev_obs = env.previous_observation
+        prev_obs = env.previous_observation  # s_{t-1}; obs at an episode's start (README: Deliberate differences)
         # ===== ASAP end =====
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, reward, terminated, truncated, info = env.step(to_env_action(action, action_low, action_high))
@@ -566,8 +554,8 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, online_params, args.tau)
             # ===== ASAP begin =====
-            # at every gradient step, outside the delayed block, as the release does (README: Baselines)
-            update_asap_target(asap_actor_target, actor, args.asap_tau)
+            with torch.no_grad():  # P_targ's Polyak step at every gradient step, not delayed, as the release does
+                torch._foreach_lerp_(asap_target_params, actor_params, args.asap_tau)
             # ===== ASAP end =====
 
             if global_step % args.log_freq == 0:

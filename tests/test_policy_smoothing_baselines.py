@@ -249,23 +249,11 @@ def test_asap_actor_acts_with_its_action_head_and_predicts_with_its_predictor(sc
     state = data["obs"][2]
     action = actor.deterministic_action(state.unsqueeze(0))[0]
     assert torch.allclose(action, policy_of(actor, state))
-    assert torch.allclose(actor.predict_next_action(state.unsqueeze(0))[0], prediction_of(actor, state))
+    assert torch.allclose(actor.act_and_predict(state.unsqueeze(0))[1][0], prediction_of(actor, state))
     assert not torch.allclose(action, prediction_of(actor, state))
     actions, predictions = actor.act_and_predict(data["obs"])
     assert torch.allclose(actions, actor.deterministic_action(data["obs"]))
-    assert torch.allclose(predictions, actor.predict_next_action(data["obs"]))
-
-
-@pytest.mark.parametrize("script", ["td3_asap_continuous", "sac_asap_continuous"])
-def test_asap_polyak_copy_moves_by_tau(script):
-    actor = tiny_actor(script)
-    actor_copy = tiny_actor(script, seed=5)  # a different starting point, so every parameter has somewhere to go
-    before = [parameter.clone() for parameter in actor_copy.parameters()]
-    online = [parameter.clone() for parameter in actor.parameters()]
-    load(script).update_asap_target(actor_copy, actor, 0.01)
-    for old, new, target in zip(before, actor_copy.parameters(), online):
-        assert torch.allclose(new, old + 0.01 * (target - old), rtol=0, atol=1e-15)
-    assert all(torch.equal(parameter, target) for parameter, target in zip(actor.parameters(), online))
+    assert torch.allclose(predictions, torch.stack([prediction_of(actor, state) for state in data["obs"]]))
 
 
 @pytest.mark.parametrize("script", ["td3_asap_continuous", "sac_asap_continuous"])
@@ -275,17 +263,19 @@ def test_asap_polyak_copy_steps_at_every_gradient_step(script, tmp_path, monkeyp
     below make 20 gradient steps: TD3 one per env step after warm-up, SAC 2 x 10."""
     monkeypatch.chdir(tmp_path)
     module = load(script)
-    taus, update = [], module.update_asap_target
+    asap_steps, lerp = [], torch._foreach_lerp_
 
-    def counted_update(actor_copy, actor, tau):
-        taus.append(tau)
-        update(actor_copy, actor, tau)
+    def counted_lerp(targets, sources, weight):
+        if weight == 0.01:  # --asap-tau; the critic's and TD3 actor's targets move by --tau 0.005
+            # the frozen copy moves toward the trained actor, never the other way
+            asap_steps.append((all(not t.requires_grad for t in targets), all(s.requires_grad for s in sources)))
+        return lerp(targets, sources, weight)
 
-    monkeypatch.setattr(module, "update_asap_target", counted_update)
+    monkeypatch.setattr(torch, "_foreach_lerp_", counted_lerp)
     schedule = {"train_freq": 10, "gradient_steps": 10, "log_freq": 10} if script.startswith("sac") else {}
     module.main(module.Args(env_id="Pendulum-v1", total_timesteps=120, learning_starts=100, hidden_sizes=(8, 8),
                             eval_freq=0, eval_episodes=1, seed=1, run_name="run", **schedule))
-    assert taus == [0.01] * 20
+    assert asap_steps == [(True, True)] * 20
 
 
 # ---------------------------------------------------------------- s_{t-1} in the replay buffer, end to end
