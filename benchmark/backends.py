@@ -2,6 +2,8 @@
 
 A backend starts runs (``submit``), reports the ones that ended (``poll``), and kills whatever is still
 running (``stop``). Retries, skipping and bookkeeping live in the runner, so both backends behave alike.
+With GPUs, each run sees one GPU as cuda:0 (CUDA_VISIBLE_DEVICES), and several runs can share one: a run of these
+scripts uses a small part of a large GPU (benchmark/measurements/gpu.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 KILL_GRACE_S = 60.0  # a run saves a checkpoint at the end of its current step on SIGTERM; this bounds the wait
@@ -55,15 +57,19 @@ def _die_with_parent(parent_pid: int):
 
 
 def start_process(job: Job) -> subprocess.Popen:
-    """Start the run's script with this machine's interpreter, appending its output to the run's log. The run gets
-    its own session, so a Ctrl-C in the runner's terminal reaches the runner alone, which then sends each run one
-    SIGTERM (a second signal would make a run stop at once, without its checkpoint)."""
+    """Start the run's script with this machine's interpreter, appending its output to the run's log (after a header
+    naming the GPU it was given, if any). The run gets its own session, so a Ctrl-C in the runner's terminal reaches
+    the runner alone, which then sends each run one SIGTERM (a second signal would make a run stop at once, without
+    its checkpoint)."""
     os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+    environment = {**os.environ, **job.environment}
     with open(job.log_path, "a") as log:
         log.write(job.log_header)
+        if "CUDA_VISIBLE_DEVICES" in environment:  # set by the runner's --gpus, or by Ray for a task with GPUs
+            log.write(f"CUDA_VISIBLE_DEVICES={environment['CUDA_VISIBLE_DEVICES']}\n")
         log.flush()
         return subprocess.Popen(
-            [sys.executable, *job.script_args], cwd=job.cwd, env={**os.environ, **job.environment},
+            [sys.executable, *job.script_args], cwd=job.cwd, env=environment,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
 
@@ -73,13 +79,42 @@ def run_to_completion(job: Job) -> int:
     return start_process(job).wait()
 
 
-class LocalBackend:
-    """Child processes of the runner; at most ``workers`` at a time is the runner's job."""
+class GpuSlots:
+    """Which GPU each local run gets: the least busy of `gpus` (the first of them on a tie), at most `runs_per_gpu`
+    runs on each at once."""
 
-    def __init__(self):
+    def __init__(self, gpus: list[str], runs_per_gpu: int):
+        self.runs_on = {gpu: 0 for gpu in gpus}
+        self.runs_per_gpu = runs_per_gpu
+        self.gpu_of: dict[str, str] = {}  # run name -> its GPU
+
+    @property
+    def capacity(self) -> int:
+        return len(self.runs_on) * self.runs_per_gpu
+
+    def take(self, name: str) -> str:
+        gpu = min(self.runs_on, key=self.runs_on.get)
+        if self.runs_on[gpu] >= self.runs_per_gpu:
+            raise BackendError(f"no GPU slot left for {name}: {self.capacity} runs are on the GPUs already")
+        self.runs_on[gpu] += 1
+        self.gpu_of[name] = gpu
+        return gpu
+
+    def release(self, name: str) -> None:
+        self.runs_on[self.gpu_of.pop(name)] -= 1
+
+
+class LocalBackend:
+    """Child processes of the runner; at most ``workers`` at a time is the runner's job. With ``gpu_slots``, each run
+    is started with CUDA_VISIBLE_DEVICES set to the GPU it was given."""
+
+    def __init__(self, gpu_slots: GpuSlots | None = None):
         self.processes: dict[str, subprocess.Popen] = {}
+        self.gpu_slots = gpu_slots
 
     def submit(self, job: Job) -> None:
+        if self.gpu_slots:
+            job = replace(job, environment={**job.environment, "CUDA_VISIBLE_DEVICES": self.gpu_slots.take(job.name)})
         self.processes[job.name] = start_process(job)
 
     def poll(self, timeout: float) -> list[Ended]:
@@ -90,6 +125,8 @@ class LocalBackend:
             if ended or time.monotonic() >= deadline:
                 for item in ended:
                     del self.processes[item.name]
+                    if self.gpu_slots:
+                        self.gpu_slots.release(item.name)
                 return ended
             time.sleep(0.1)
 
@@ -105,6 +142,9 @@ class LocalBackend:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self.gpu_slots:
+            for name in self.processes:
+                self.gpu_slots.release(name)
         self.processes.clear()
 
     def close(self) -> None:
@@ -112,9 +152,12 @@ class LocalBackend:
 
 
 class RayBackend:
-    """One Ray task (num_cpus=1) per attempt, on a running cluster (``address``) or a local instance."""
+    """One Ray task (num_cpus=1) per attempt, on a running cluster (``address``) or a local instance. With
+    ``runs_per_gpu``, each task also asks for 1/runs_per_gpu of a GPU, and Ray sets its CUDA_VISIBLE_DEVICES; a local
+    instance is given the GPUs ``gpus`` (ids as CUDA numbers them)."""
 
-    def __init__(self, address: str | None, num_cpus: int | None):
+    def __init__(self, address: str | None, num_cpus: int | None, gpus: list[str] | None = None,
+                 runs_per_gpu: int | None = None):
         import ray  # optional dependency: only this backend needs it
 
         self.ray = ray
@@ -124,12 +167,16 @@ class RayBackend:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                if gpus:  # Ray hands out the visible ids themselves: a task on the second of "2,3" sees "3"
+                    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+                ray.init(num_cpus=num_cpus, num_gpus=len(gpus) if gpus else None, include_dashboard=False,
+                         log_to_driver=False)
         except Exception as error:  # Ray raises plain Exceptions (e.g. a node that timed out starting)
             where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
             raise BackendError(f"could not {where}: {str(error).splitlines()[0]}") from None
         # max_retries=0: a retry is the runner's decision, logged and counted like a local one.
-        self.task = ray.remote(num_cpus=1, max_retries=0)(run_to_completion)
+        gpu_share = 1.0 / runs_per_gpu if runs_per_gpu else 0
+        self.task = ray.remote(num_cpus=1, num_gpus=gpu_share, max_retries=0)(run_to_completion)
         self.refs: dict = {}
 
     def submit(self, job: Job) -> None:

@@ -3,6 +3,7 @@
     python benchmark/run.py --suite quick --workers 2
     python benchmark/run.py --suite td3_main --dry-run
     python benchmark/run.py --suite td3_main --backend ray --ray-address auto --track
+    python benchmark/run.py --suite td3_main --gpus 0,1 --runs-per-gpu 4    # 8 runs at once, 4 on each GPU
     python benchmark/run.py --suite ablation --backend slurm --out /scratch/pave
 
 Runs execute with cwd = --out, so run NAME writes ``<out>/runs/NAME/`` (results.json, checkpoint.pt) and
@@ -30,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `benchmark` importable without installing anything
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark.backends import BackendError, Ended, Job, LocalBackend, RayBackend
+from benchmark.backends import BackendError, Ended, GpuSlots, Job, LocalBackend, RayBackend
 from benchmark.commands import LaunchSettings
 from benchmark.suite_loader import SCRIPTS_DIR, Run, SuiteError, check_flags, load_suite, parse_overrides, select
 from benchmark.slurm import SlurmOptions, write_job
@@ -294,6 +295,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="runs log to W&B, grouped by suite, tagged with the suite's tags and cell tag")
     tracking.add_argument("--wandb-project-name", default="cleanrl_pave")
     tracking.add_argument("--wandb-entity", default=None)
+    gpu_options = parser.add_argument_group("GPUs (benchmark/README.md: GPUs)")
+    gpu_options.add_argument("--gpus", default=None, metavar="IDS",
+                             help="comma-separated GPU ids, e.g. 0,1: each run gets one as its only visible GPU "
+                                  "(CUDA_VISIBLE_DEVICES); default: runs see whatever GPUs the machine has")
+    gpu_options.add_argument("--runs-per-gpu", type=int, default=None, metavar="N",
+                             help="runs sharing one GPU at once (default 1 with --gpus); with Ray, each task asks for "
+                                  "1/N of a GPU")
     ray_options = parser.add_argument_group("Ray")
     ray_options.add_argument("--ray-address", default=None,
                              help="running cluster to join ('auto', 'ray://host:10001'); default: start a local one")
@@ -305,9 +313,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     slurm.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
                        help="shell line run before each task, e.g. 'source .venv/bin/activate'; repeatable")
     args = parser.parse_args(argv)
-    for name in ("workers", "threads", "slurm_max_parallel"):
+    for name in ("workers", "threads", "slurm_max_parallel", "runs_per_gpu"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.gpus is not None:
+        args.gpus = [gpu.strip() for gpu in args.gpus.split(",")]
+        if not all(gpu.isdigit() for gpu in args.gpus) or len(set(args.gpus)) != len(args.gpus):
+            parser.error(f"--gpus expects distinct GPU ids like 0,1, got {','.join(args.gpus)!r}")
+        if args.backend == "ray" and args.ray_address:
+            parser.error("--gpus is for this machine; a Ray cluster has its own GPUs: use --runs-per-gpu alone")
+        args.runs_per_gpu = args.runs_per_gpu or 1
+    elif args.runs_per_gpu is not None and args.backend == "local":
+        parser.error("--runs-per-gpu needs --gpus (which GPUs to place the runs on)")
+    if args.backend == "slurm" and args.runs_per_gpu is not None:
+        parser.error("--gpus and --runs-per-gpu are for the local and Ray backends; on SLURM, ask for GPUs with "
+                     "your site's sbatch options")
     if args.retries < 0:
         parser.error("--retries must be at least 0")
     if args.checkpoint_fraction is not None and not 0 < args.checkpoint_fraction <= 1:
@@ -358,8 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("run.py: error: --backend ray needs ray (pip install -e '.[ray]')", file=sys.stderr)
             return 2
-        make_backend = partial(RayBackend, args.ray_address, args.workers)
-        workers = args.workers  # None: Ray queues every run and starts as many as the cluster has CPUs for
+        make_backend = partial(RayBackend, args.ray_address, args.workers, args.gpus, args.runs_per_gpu)
+        workers = args.workers  # None: Ray queues every run and starts as many as the cluster has CPUs (GPUs) for
+    elif args.gpus:
+        gpu_slots = GpuSlots(args.gpus, args.runs_per_gpu)
+        make_backend = partial(LocalBackend, gpu_slots)
+        workers = min(args.workers or gpu_slots.capacity, gpu_slots.capacity)  # never more runs than GPU slots
     else:
         make_backend = LocalBackend
         workers = args.workers or os.cpu_count() or 1

@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import tyro
 
+from benchmark.backends import BackendError, GpuSlots, Job, LocalBackend
+from benchmark.run import parse_args
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_PY = REPO / "benchmark" / "run.py"
 SPEED_PY = REPO / "benchmark" / "measurements" / "script_speed.py"
@@ -383,10 +386,16 @@ def test_suite_runs_on_ray_started_by_the_runner_or_already_running(tmp_path, ti
     # on a shared test machine that would make this test flaky, and it is not what the test is about.
     monkeypatch.setenv("RAY_memory_monitor_refresh_ms", "0")
     out = tmp_path / "out"
-    # Seed 1: the runner starts a local Ray instance itself (ray.init(num_cpus=2, include_dashboard=False)).
-    started = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray", "--workers", 2, "--filter", "seed=1")
+    # Seed 1: the runner starts a local Ray instance itself (ray.init(num_cpus=2, include_dashboard=False)), given
+    # GPUs 3 and 5 (Ray counts declared GPUs as resources; these CPU runs ignore them): each task asks for half a
+    # GPU, and Ray tells its run which one through CUDA_VISIBLE_DEVICES, a physical id of the two.
+    started = benchmark("--suite", tiny_suite, "--out", out, "--backend", "ray", "--workers", 2, "--filter", "seed=1",
+                        "--gpus", "3,5", "--runs-per-gpu", 2)
     assert started.returncode == 0, started.stdout + started.stderr
     assert "2 done, 0 skipped" in started.stdout
+    for name in (name for name in TINY_RUNS if name.endswith("__1")):
+        log = (out / "logs" / f"{name}.log").read_text()
+        assert re.search(r"^CUDA_VISIBLE_DEVICES=[35]$", log, re.MULTILINE), log[:500]
     # Seed 2: the runner joins a Ray instance that is already running.
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -397,6 +406,45 @@ def test_suite_runs_on_ray_started_by_the_runner_or_already_running(tmp_path, ti
     assert joined.returncode == 0, joined.stdout + joined.stderr
     assert "2 done, 2 skipped" in joined.stdout
     assert all(json.loads(results(out, name).read_text())["run_name"] == name for name in TINY_RUNS)
+
+
+def test_local_runs_on_gpus_go_to_the_least_busy_one_at_most_n_per_gpu(tmp_path):
+    """--gpus 3,5 --runs-per-gpu 2: four runs alternate 3, 5, 3, 5 (each sees only its GPU, as cuda:0), a fifth has
+    no slot (the runner never starts more runs than slots), and a run that ends frees its slot."""
+    slots = GpuSlots(["3", "5"], runs_per_gpu=2)
+    backend = LocalBackend(slots)
+    show_gpu = ["-c", "import os, sys; sys.stdin.close(); print('sees GPU', os.environ['CUDA_VISIBLE_DEVICES'])"]
+
+    def submit(name: str) -> None:
+        backend.submit(Job(name, show_gpu, str(tmp_path), {}, str(tmp_path / f"{name}.log"), "header\n"))
+
+    for index in range(4):
+        submit(f"run{index}")
+    assert slots.capacity == 4 and slots.runs_on == {"3": 2, "5": 2}
+    with pytest.raises(BackendError, match="no GPU slot left for run4"):
+        slots.take("run4")
+    ended = []
+    wait_for(lambda: ended.extend(backend.poll(timeout=0.1)) or len(ended) == 4, 60, "the four runs")
+    assert all(item.returncode == 0 for item in ended) and slots.runs_on == {"3": 0, "5": 0}
+    for index, gpu in enumerate(["3", "5", "3", "5"]):
+        assert (tmp_path / f"run{index}.log").read_text() == f"header\nCUDA_VISIBLE_DEVICES={gpu}\nsees GPU {gpu}\n"
+    submit("run5")  # a freed slot is taken again, the first GPU first
+    wait_for(lambda: ended.extend(backend.poll(timeout=0.1)) or len(ended) == 5, 60, "the fifth run")
+    assert (tmp_path / "run5.log").read_text().endswith("sees GPU 3\n")
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--runs-per-gpu", "2"], "--runs-per-gpu needs --gpus"),
+    (["--gpus", "0,x"], "--gpus expects distinct GPU ids like 0,1, got '0,x'"),
+    (["--gpus", "0,0"], "--gpus expects distinct GPU ids"),
+    (["--gpus", "0", "--runs-per-gpu", "0"], "--runs-per-gpu must be at least 1"),
+    (["--gpus", "0", "--backend", "ray", "--ray-address", "auto"], "a Ray cluster has its own GPUs"),
+    (["--gpus", "0", "--backend", "slurm"], "on SLURM, ask for GPUs"),
+])
+def test_gpu_flags_out_of_place_are_one_line_errors(flags, error, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        parse_args(["--suite", "quick", "--dry-run", *flags])
+    assert exit_code.value.code == 2 and error in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_speed_benchmark_times_learning_steps_of_named_and_path_scripts(tmp_path):
