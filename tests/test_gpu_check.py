@@ -3,7 +3,11 @@ stage-1 verdict, the speed rows, and script_speed.py's variants and deadline (th
 see README, "GPU")."""
 
 import importlib
+import json
 import math
+import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +17,8 @@ import tyro
 from benchmark.measurements import script_speed
 from benchmark.measurements.gpu_check import MODES, SPEED_SCRIPTS, check_script, label, mode_flags, run_pool, speed_rows
 from tests.helpers import exit_abruptly
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 TINY = dict(env_id="Pendulum-v1", total_timesteps=300, learning_starts=200, eval_freq=150, eval_episodes=1,
             log_freq=100, checkpoint_freq=150, geometry_freq=300, hidden_sizes=(32, 32), cuda=False, compile=False,
@@ -124,3 +130,19 @@ def test_a_dead_worker_gives_a_failed_row_instead_of_losing_the_report(tmp_path)
     (failed,) = run_pool([(exit_abruptly, "sac_continuous")], 1, str(tmp_path), lambda row: None)
     assert failed == [{"script": "sac_continuous", "check": "stage 2", "ok": False, "detail": failed[0]["detail"]}]
     assert failed[0]["detail"].startswith("BrokenProcessPool")
+
+
+def test_the_packing_tool_times_concurrent_runs_placed_by_the_runner(tmp_path):
+    """benchmark/measurements/gpu_packing.py with 2 concurrent runs on "GPU 0" (on a CPU, the runs ignore it): two
+    runs timed over the same steps, mostly at the same time, and their sum as the aggregate."""
+    report = tmp_path / "packing.json"
+    done = subprocess.run([sys.executable, "-m", "benchmark.measurements.gpu_packing", "--script", "td3_continuous",
+                           "--env-id", "Pendulum-v1", "--runs", "2", "--warmup", "100", "--untimed-steps", "50",
+                           "--steps", "200", "--set", "hidden-sizes=32 32", "--json", str(report)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(report.read_text())["rows"]
+    assert row["runs"] == 2 and len(row["steady_sps_per_run"]) == 2
+    assert all(sps > 0 for sps in row["steady_sps_per_run"])
+    assert row["aggregate_sps"] == pytest.approx(sum(row["steady_sps_per_run"])) and 0 < row["overlap"] <= 1
+    assert done.stdout.splitlines()[-1] == f"best packing: 2 runs per GPU, {row['aggregate_sps']:.1f} SPS in all"

@@ -63,13 +63,18 @@ def run(script: str, flags: list[str], cwd: pathlib.Path) -> str:
     return result.stdout + result.stderr
 
 
-def steady_sps(run_dir: pathlib.Path, first: int, last: int) -> tuple[float, float]:
-    """Steps per second from logged step `first` to logged step `last`, by the wall-clock stamps of the run's
-    losses/qf1_loss events (written at log time), and the loss logged at `last`."""
+def loss_events(run_dir: pathlib.Path) -> dict:
+    """The run's losses/qf1_loss events by step; each carries the wall-clock time it was logged at."""
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # not the notice of the events a resume purged
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     accumulator.Reload()
-    events = {event.step: event for event in accumulator.Scalars("losses/qf1_loss")}
+    return {event.step: event for event in accumulator.Scalars("losses/qf1_loss")}
+
+
+def steady_sps(run_dir: pathlib.Path, first: int, last: int) -> tuple[float, float]:
+    """Steps per second from logged step `first` to logged step `last`, by the wall-clock stamps of the run's
+    losses/qf1_loss events (written at log time), and the loss logged at `last`."""
+    events = loss_events(run_dir)
     return (last - first) / (events[last].wall_time - events[first].wall_time), events[last].value
 
 
