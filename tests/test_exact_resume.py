@@ -132,8 +132,10 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint_and_the_
     assert not partial.exists()  # the next write replaced it
 
 
+# PAVE with its loss compiled, as by default: the reference, the stopped and the resumed process each compile it, and
+# the three give the same numbers (same seed, same machine, the default compiled path)
 STOPS = [("td3_continuous", signal.SIGINT, []), ("sac_continuous", signal.SIGTERM, []),
-         ("td3_pave_continuous", signal.SIGINT, ["--pave-compile"]),  # PAVE compiled, as by default
+         ("td3_pave_continuous", signal.SIGINT, ["--pave-compile"]),
          ("sac_pave_continuous", signal.SIGTERM, ["--pave-compile"])]
 
 
@@ -166,6 +168,10 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_exit_with_one_line(script, sig
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert reference.wait(timeout=300) == 0
+    if "--pave-compile" in flags:  # the default path: compiled, not an eager fallback, in all three processes
+        for output in ((tmp_path / "reference.log").read_text(), log.read_text(), resumed.stdout):
+            assert "compiled the PAVE loss in" in output and "warning" not in output
+        assert "warning" not in stderr + resumed.stderr
     assert_identical(final_numbers(tmp_path / "runs/reference", script), final_numbers(run_dir, script))
 
 

@@ -425,20 +425,6 @@ def run_script(script: str, tmp_path, *flags: str, env: dict | None = None) -> s
     return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=600)
 
 
-def test_the_default_compiled_path_gives_the_same_results_twice(tmp_path):
-    """Same seed, same machine, default flags (the PAVE loss compiled): identical results.json numbers and weights."""
-    outcomes = []
-    for name in ("first", "second"):
-        result = run_script("td3_pave_continuous", tmp_path, "--run-name", name)
-        assert result.returncode == 0, result.stderr
-        assert "compiled the PAVE loss in" in result.stdout and "warning" not in result.stderr
-        results = json.loads((tmp_path / "runs" / name / "results.json").read_text())
-        model = torch.load(tmp_path / "runs" / name / "td3_pave_continuous.cleanrl_model", weights_only=False)
-        outcomes.append((results["eval"], results["eval_history"], model["qf"]))
-    assert outcomes[0][:2] == outcomes[1][:2]
-    assert all(torch.equal(value, outcomes[1][2][key]) for key, value in outcomes[0][2].items())
-
-
 def test_cudagraphs_on_a_cpu_compiles_the_losses_after_one_warning(tmp_path):
     """--cudagraphs without a GPU: one warning line, then the three losses compiled (mode reduce-overhead is plain
     compilation on a CPU) and the run finishes."""
