@@ -105,14 +105,15 @@ def test_td3_critics_are_independent_mlps_and_the_actor_loss_uses_q1_alone(scrip
 
 
 @pytest.mark.parametrize("env_id, to_env", [("Pendulum-v1", lambda a: 2.0 * a), ("Hopper-v5", lambda a: a)])
-def test_replay_buffer_holds_true_transitions_with_termination_only_dones(env_id, to_env, tmp_path):
+def test_replay_buffer_holds_true_transitions_with_termination_only_dones(env_id, to_env, tmp_path, zygote):
     # Warm-up only (random actions): replaying the stored actions in a fresh env must reproduce every stored
     # transition. Pendulum only truncates (all dones 0, the final obs is the true one); Hopper terminates.
     steps = 460
-    result = run_script("td3_continuous", "--env-id", env_id, "--total-timesteps", str(steps + 1),
-                        "--learning-starts", str(steps + 1), "--checkpoint-freq", str(steps), "--eval-freq", "0",
-                        "--run-name", "replay", "--seed", "5", *TINY, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    returncode, _, stderr = zygote.run([REPO / "cleanrl_pave/td3_continuous.py", "--env-id", env_id,
+                                        "--total-timesteps", str(steps + 1), "--learning-starts", str(steps + 1),
+                                        "--checkpoint-freq", str(steps), "--eval-freq", "0", "--run-name", "replay",
+                                        "--seed", "5", *TINY], tmp_path)
+    assert returncode == 0, stderr
     buffer = torch.load(tmp_path / "runs/replay/checkpoint.pt", weights_only=False)["replay_buffer"]["storage"]
     obs_dim, act_dim = {"Pendulum-v1": (3, 1), "Hopper-v5": (11, 3)}[env_id]
     obs, actions = buffer[:, :obs_dim], buffer[:, obs_dim:obs_dim + act_dim]
@@ -164,16 +165,18 @@ def test_warm_up_actions_are_uniform_without_exploration_noise_as_documented(scr
     assert len(documented) == 1 and "exploration noise" in documented[0]
 
 
-def test_resume_refuses_a_checkpoint_of_another_script_or_env(tmp_path):
-    made = run_script("td3_continuous", "--env-id", "Pendulum-v1", "--total-timesteps", "301", "--learning-starts",
-                      "100", "--checkpoint-freq", "300", "--eval-freq", "0", "--run-name", "x", *TINY, cwd=tmp_path)
-    assert made.returncode == 0, made.stderr
+def test_resume_refuses_a_checkpoint_of_another_script_or_env(tmp_path, zygote):
+    made, _, stderr = zygote.run([REPO / "cleanrl_pave/td3_continuous.py", "--env-id", "Pendulum-v1",
+                                  "--total-timesteps", "301", "--learning-starts", "100", "--checkpoint-freq", "300",
+                                  "--eval-freq", "0", "--run-name", "x", *TINY], tmp_path)
+    assert made == 0, stderr
     for script, env_id, reason in (("sac_continuous", "Pendulum-v1", "td3_continuous.py"),
                                    ("td3_continuous", "MountainCarContinuous-v0", "Pendulum-v1")):
-        refused = run_script(script, "--env-id", env_id, "--resume", "--run-name", "x", *TINY, cwd=tmp_path)
-        assert refused.returncode != 0
-        assert "Traceback" not in refused.stderr
-        last_line = refused.stderr.strip().splitlines()[-1]
+        refused, _, stderr = zygote.run([REPO / f"cleanrl_pave/{script}.py", "--env-id", env_id, "--resume",
+                                         "--run-name", "x", *TINY], tmp_path)
+        assert refused != 0
+        assert "Traceback" not in stderr
+        last_line = stderr.strip().splitlines()[-1]
         assert last_line.startswith("error:") and "refusing to resume" in last_line and reason in last_line
 
 
@@ -196,6 +199,24 @@ def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path, zygo
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert stdout == ""
+    assert not (tmp_path / "runs").exists()
+
+
+# a method's own flags, one or two per method family (each script checks its weights in its resolve_*_args, tested
+# in-process in the method's test module); as a user sees it on the command line
+@pytest.mark.parametrize("script, flags, message", [
+    ("td3_pave_continuous", ["--lam-mpr", "-0.5"], "error: --lam-mpr must be a finite non-negative number, got -0.5"),
+    ("sac_pave_continuous", ["--lam-curv", "-0.5"], "error: --lam-curv must be a finite non-negative number, got -0.5"),
+    ("td3_caps_continuous", ["--lam-t", "-1"], "error: --lam-t must be non-negative, got -1.0"),
+    ("sac_asap_continuous", ["--lam-p", "-1"], "error: --lam-p must be non-negative, got -1.0"),
+    ("sac_l2c2_continuous", ["--l2c2-beta", "-1"], "error: --l2c2-beta must be non-negative, got -1.0"),
+    ("td3_lipsnet_continuous", ["--lam-k", "-1"], "error: --lam-k must be non-negative, got -1.0"),
+])
+def test_a_method_weight_out_of_range_is_a_one_line_error(script, flags, message, tmp_path, zygote):
+    returncode, stdout, stderr = zygote.run([REPO / "cleanrl_pave" / f"{script}.py", "--env-id", "Pendulum-v1",
+                                             *flags], tmp_path)
+    assert returncode != 0 and stdout == ""
+    assert stderr.strip().splitlines() == [message]
     assert not (tmp_path / "runs").exists()
 
 
