@@ -418,14 +418,16 @@ def run_script(script: str, tmp_path, *flags: str, env: dict | None = None) -> s
 
 
 def test_cudagraphs_on_a_cpu_compiles_the_losses_after_one_warning(tmp_path):
-    """--cudagraphs without a GPU: one warning line, then the three losses compiled (mode reduce-overhead is plain
-    compilation on a CPU) and the run finishes."""
-    result = run_script("td3_pave_continuous", tmp_path, "--cudagraphs", "--no-cuda")
+    """--cudagraphs without a GPU: one warning line, then the losses compiled (mode reduce-overhead is plain
+    compilation on a CPU) and the run finishes. The TD3 base's two losses; the PAVE loss in this mode is compiled and
+    checked against the reference above, and every script has the same flag handling (the drift test)."""
+    result = run_script("td3_continuous", tmp_path, "--cudagraphs", "--no-cuda")
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         "warning: --cudagraphs needs a GPU; on the CPU the losses are only compiled"]
     compiled = [line for line in result.stdout.splitlines() if line.startswith("compiled ")]
-    assert len(compiled) == 3 and all("mode reduce-overhead" in line for line in compiled), compiled
+    assert [line.split(" in ")[0] for line in compiled] == ["compiled the critic loss", "compiled the actor loss"]
+    assert all("mode reduce-overhead" in line for line in compiled), compiled
 
 
 def test_without_a_working_compiler_the_run_goes_on_eager_after_one_warning(tmp_path):
