@@ -4,9 +4,9 @@
 # of 1, 4 and 8 concurrent TD3 PAVE --cudagraphs runs on one GPU (gpu_packing.py). Prepare first, here:
 #   bash benchmark/measurements/gpu_wheels.sh && bash benchmark/measurements/peer_scripts.sh PATH_TO_LEANRL_CHECKOUT
 # then: run  command "bash benchmark/measurements/gpu_throughput.sh"  carry [".whl", ".peers"]  timeout_s 580
-# (the three steps are bounded by 60 + 300 + 170 s, so the call ends within its limit even if one hangs)
+# (the three steps are bounded by 60 + 330 + 150 s, so the call ends within its limit even if one hangs)
 # Estimated on the H200 from the GPU check's speeds (benchmark/measurements/gpu.md): about 5 minutes for the peers and
-# 3 for the packing. Everything lands in $OUT.
+# under 3 for the packing. Everything lands in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-gpu_throughput_out}
@@ -17,7 +17,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "$out/nvidia-smi.txt"
 timeout 60 python3 -m benchmark.measurements.graph_capture_probe --json "$out/graph_capture_probe.json" 2>&1 \
     | tee "$out/graph_capture_probe.log"
-timeout 300 python3 -m benchmark.measurements.peer_speed --json "$out/peer_speed.json" 2>&1 | tee "$out/peer_speed.log"
-timeout 170 python3 -m benchmark.measurements.gpu_packing --runs 1 4 8 --set cudagraphs=true \
+timeout 330 python3 -m benchmark.measurements.peer_speed --json "$out/peer_speed.json" 2>&1 | tee "$out/peer_speed.log"
+timeout 150 python3 -m benchmark.measurements.gpu_packing --runs 1 4 8 --set cudagraphs=true \
     --json "$out/gpu_packing.json" 2>&1 | tee "$out/gpu_packing.log"
 nvidia-smi 2>&1 | tail -n 15 > "$out/nvidia-smi-after.txt"
