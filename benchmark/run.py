@@ -295,7 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="runs log to W&B, grouped by suite, tagged with the suite's tags and cell tag")
     tracking.add_argument("--wandb-project-name", default="cleanrl_pave")
     tracking.add_argument("--wandb-entity", default=None)
-    gpu_options = parser.add_argument_group("GPUs (benchmark/README.md: GPUs)")
+    gpu_options = parser.add_argument_group("GPUs (benchmark/README.md, \"Behaviour\")")
     gpu_options.add_argument("--gpus", default=None, metavar="IDS",
                              help="comma-separated GPU ids, e.g. 0,1: each run gets one as its only visible GPU "
                                   "(CUDA_VISIBLE_DEVICES); default: runs see whatever GPUs the machine has")
