@@ -332,9 +332,7 @@ def resolve_asap_args(args: Args) -> Args:
     """Fill unset ASAP weights with the paper's value for this env (an explicit flag wins), then check them."""
     weights = {**ASAP_DEFAULT_WEIGHTS, **ASAP_ENV_WEIGHTS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in weights.items() if getattr(args, key) is None})
-    for name in weights:
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    require_ranges(args, non_negative=tuple(weights))
     if not 0.0 < args.asap_tau <= 1.0:
         raise SystemExit(f"error: --asap-tau must be in (0, 1], got {args.asap_tau}")
     return args

@@ -301,8 +301,7 @@ def resolve_gp_critic_args(args: Args) -> Args:
     """Fill an unset --lam-gp with its default and reject a negative one."""
     if args.lam_gp is None:
         args = dataclasses.replace(args, lam_gp=GP_CRITIC_DEFAULT_LAM)
-    if args.lam_gp < 0:
-        raise SystemExit(f"error: --lam-gp must be non-negative, got {args.lam_gp}")
+    require_ranges(args, non_negative=("lam_gp",))
     return args
 
 

@@ -303,8 +303,7 @@ def resolve_grad_args(args: Args) -> Args:
     """Fill an unset --lam-t with the paper's value (an explicit flag wins), then check it."""
     if args.lam_t is None:
         args = dataclasses.replace(args, lam_t=GRAD_DEFAULT_LAM_T)
-    if args.lam_t < 0:
-        raise SystemExit(f"error: --lam-t must be non-negative, got {args.lam_t}")
+    require_ranges(args, non_negative=("lam_t",))
     return args
 
 

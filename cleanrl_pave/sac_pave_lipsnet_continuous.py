@@ -175,8 +175,7 @@ def resolve_args(args: Args) -> Args:
                    non_negative=("learning_starts", "eval_freq", "checkpoint_freq", "checkpoint_minutes",
                                  "geometry_freq", "progress_interval"))
     # ===== LipsNet begin =====
-    if args.lam_k < 0:
-        raise SystemExit(f"error: --lam-k must be non-negative, got {args.lam_k}")
+    require_ranges(args, non_negative=("lam_k",))
     if not args.lipsnet_hidden_sizes or min(args.lipsnet_hidden_sizes) <= 0:
         raise SystemExit(f"error: --lipsnet-hidden-sizes must be positive integers, got {args.lipsnet_hidden_sizes}")
     # ===== LipsNet end =====

@@ -298,9 +298,7 @@ def resolve_caps_args(args: Args) -> Args:
     """Fill unset CAPS weights with the paper's value for this env (an explicit flag wins), then check them."""
     weights = {**CAPS_DEFAULT_WEIGHTS, **CAPS_ENV_WEIGHTS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in weights.items() if getattr(args, key) is None})
-    for name in ("lam_t", "lam_s", "caps_sigma"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    require_ranges(args, non_negative=("lam_t", "lam_s", "caps_sigma"))
     return args
 
 

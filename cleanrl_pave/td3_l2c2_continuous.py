@@ -268,9 +268,7 @@ def resolve_l2c2_args(args: Args) -> Args:
     """Fill unset L2C2 settings with the paper's value for this env (an explicit flag wins), then check them."""
     defaults = {**L2C2_DEFAULTS, **L2C2_ENV_DEFAULTS.get(args.env_id, {})}
     args = dataclasses.replace(args, **{key: value for key, value in defaults.items() if getattr(args, key) is None})
-    for name in defaults:
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be non-negative, got {getattr(args, name)}")
+    require_ranges(args, non_negative=tuple(defaults))
     # eps_L = sigma lambda_D / (lambda_U - sigma lambda_D) needs a positive denominator
     if args.l2c2_lambda_u <= args.l2c2_sigma * args.l2c2_lambda_d:
         raise SystemExit(f"error: --l2c2-lambda-u ({args.l2c2_lambda_u}) must exceed --l2c2-sigma * --l2c2-lambda-d "

@@ -211,6 +211,7 @@ def test_bad_input_gives_a_one_line_error(script, flags, message, tmp_path, zygo
     ("sac_asap_continuous", ["--lam-p", "-1"], "error: --lam-p must be non-negative, got -1.0"),
     ("sac_l2c2_continuous", ["--l2c2-beta", "-1"], "error: --l2c2-beta must be non-negative, got -1.0"),
     ("td3_lipsnet_continuous", ["--lam-k", "-1"], "error: --lam-k must be non-negative, got -1.0"),
+    ("td3_grad_continuous", ["--lam-t", "nan"], "error: --lam-t must be non-negative, got nan"),  # NaN is not >= 0
 ])
 def test_a_method_weight_out_of_range_is_a_one_line_error(script, flags, message, tmp_path, zygote):
     returncode, stdout, stderr = zygote.run([REPO / "cleanrl_pave" / f"{script}.py", "--env-id", "Pendulum-v1",
