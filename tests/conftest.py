@@ -3,7 +3,7 @@
 With one test process per core (pytest-xdist, `--dist worksteal`), each process starts on its share of the
 collected tests and an idle one takes tests from the end of a busy one's queue. A test of nearly a minute that
 comes late would leave the other core idle while it runs; started first, it runs beside the short tests. Listed
-here: the tests that took 15 s or more on the 2-core CI machine (most compile with torch.compile or start Ray).
+here: the tests that took 15 s or more on this project's 2-core machine (most compile with torch.compile or start Ray).
 """
 
 LONGEST_FIRST = (
