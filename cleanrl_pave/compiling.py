@@ -8,32 +8,17 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.utils._pytree
 
 
-def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs: bool = False) -> Callable:
+def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str) -> Callable:
     """`fn` compiled with torch.compile. The first call compiles its forward AND backward (which torch would otherwise
     compile at the first backward, outside this guard) and prints the time once. If compiling fails (no C++ compiler,
     an unsupported platform, an error inside the compiler), one warning line says why and `fn` runs eager from then
     on: a run never dies of its compiler. The first call runs `fn` twice (one forward only feeds the warm-up
     backward), so `fn` must be free of side effects, and no tensor argument may depend on the parameters of a module
-    argument (the warm-up backward would free that graph before the real one).
-
-    cudagraphs: compile in mode "reduce-overhead", which on a GPU records the compiled forward and backward as CUDA
-    graphs and replays them, one launch for all their kernels (on a CPU it is plain compilation). A replay overwrites
-    the outputs of the last one, so the outputs are returned as copies that the caller may keep across steps. The
-    first call compiles the forward only, and the backward compiles at the first backward, as torch does by itself:
-    torch's CUDA graph trees take any finished backward for the end of a training step and recycle the memory of the
-    steps before, which a warm-up backward here would do while another compiled function (the PAVE terms under the
-    critic loss) still waits for its backward. So with CUDA graphs the fallback covers the forward only: a compiler
-    error in the backward stops the run."""
-    if cudagraphs:
-        graphed = torch.compile(fn, mode="reduce-overhead")
-
-        def compiled(*args):
-            return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, graphed(*args))
-    else:
-        compiled = torch.compile(fn)
+    argument (the warm-up backward would free that graph before the real one). With `--cudagraphs` on a GPU the
+    compiled kernels are recorded with the rest of the update (cleanrl_pave/cuda_graphs.py)."""
+    compiled = torch.compile(fn)
     chosen = None
 
     def call(*args):
@@ -42,8 +27,7 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs
             return chosen(*args)
         start = time.perf_counter()
         try:
-            if not cudagraphs:  # on a throwaway forward: its backward may not retain the graph
-                _compile_backward(compiled(*args), args)
+            _compile_backward(compiled(*args), args)  # on a throwaway forward: its backward may not retain the graph
             outputs = compiled(*args)
         except Exception as error:  # whatever the compiler raised, the run goes on eager
             reason = (str(error).strip().splitlines() or [""])[0]
@@ -51,8 +35,7 @@ def compile_with_fallback(fn: Callable, what: str, opt_out_flag: str, cudagraphs
                   f"({opt_out_flag} skips compiling and this warning)", file=sys.stderr, flush=True)
             chosen = fn
             return fn(*args)
-        print(f"compiled {what} in {time.perf_counter() - start:.1f} s (once per process"
-              f"{'; mode reduce-overhead' if cudagraphs else ''})", flush=True)
+        print(f"compiled {what} in {time.perf_counter() - start:.1f} s (once per process)", flush=True)
         chosen = compiled
         return outputs
 

@@ -22,8 +22,11 @@ class NonFiniteGuard:
         """Flag the non-finite ones among these scalar losses; 1.0 (a 0-dim float tensor) if any is, else 0.0."""
         names = tuple(losses)
         nonfinite = ~torch.stack([loss.detach().reshape(()) for loss in losses.values()]).isfinite()
-        # .to: a no-op, but for flags a checkpoint restored on the CPU when the run trains on a GPU
-        self.flags[names] = self.flags[names].to(nonfinite.device) | nonfinite if names in self.flags else nonfinite
+        flags = self.flags.get(names)
+        if flags is not None and flags.device == nonfinite.device:
+            flags |= nonfinite  # in place: a CUDA graph that records this check accumulates into the same flags
+        else:  # the first check of these names, or flags a checkpoint restored on the CPU for a run on a GPU
+            self.flags[names] = nonfinite if flags is None else flags.to(nonfinite.device) | nonfinite
         return nonfinite.any().float()
 
     def state_dict(self) -> dict:

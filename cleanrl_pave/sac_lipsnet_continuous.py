@@ -48,6 +48,7 @@ from cleanrl_pave.checkpointing import (
 )
 from cleanrl_pave.compiling import compile_with_fallback
 from cleanrl_pave.critic_geometry import geometry_metrics
+from cleanrl_pave.cuda_graphs import CudaGraphed
 from cleanrl_pave.evaluation import EVAL_SEED_OFFSET, evaluate, log_evaluation, summarize, write_results
 from cleanrl_pave.monitoring import Progress, WandbVideos
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
@@ -76,8 +77,8 @@ class Args:
     compile: bool = False
     """if toggled, the loss computations are compiled with torch.compile"""
     cudagraphs: bool = False
-    """if toggled, the losses are compiled as with --compile, in torch.compile's "reduce-overhead" mode: on a GPU their
-    kernels are recorded once as CUDA graphs and replayed (README "GPU"); on a CPU it is --compile"""
+    """if toggled, the losses are compiled as with --compile and, on a GPU, each whole update and the acting policy are
+    recorded once as CUDA graphs and replayed (README "GPU"); on a CPU it is --compile"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "cleanrl_pave"
@@ -441,7 +442,8 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     numpy_rng = np.random.default_rng(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    if args.cudagraphs and device.type != "cuda":
+    graphs = args.cudagraphs and device.type == "cuda"
+    if args.cudagraphs and not graphs:
         print("warning: --cudagraphs needs a GPU; on the CPU the losses are only compiled", file=sys.stderr)
     torch_generator = torch.Generator(device).manual_seed(args.seed)
 
@@ -450,9 +452,10 @@ def main(args: Args) -> dict:
     actor, qf = make_agent(args, obs_dim, act_dim)
     actor, qf = actor.to(device), qf.to(device)
     qf_target = copy.deepcopy(qf)
-    # fused Adam updates all parameters in one kernel: measured fastest on CPU (README, "Speed")
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    # fused Adam updates all parameters in one kernel: measured fastest on CPU (README, "Speed"); capturable keeps its
+    # step count on the device, so that a CUDA graph can record the step
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate, fused=True, capturable=graphs)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True, capturable=graphs)
     online_params, target_params = list(qf.parameters()), list(qf_target.parameters())
     actor_params = list(actor.parameters())
     rb = ReplayBuffer(args.buffer_size, {"obs": (obs_dim,), "actions": (act_dim,), "rewards": (),
@@ -472,8 +475,50 @@ def main(args: Args) -> dict:
 
     if args.compile or args.cudagraphs:
         opt_out = "--no-compile --no-cudagraphs"
-        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", opt_out, args.cudagraphs)
-        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", opt_out, args.cudagraphs)
+        critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", opt_out)
+        actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", opt_out)
+
+    def update(data: dict) -> dict[str, torch.Tensor]:
+        """One gradient step of the twin critics, then of the actor, then the critic target's Polyak update, on one
+        batch; returns the losses to log."""
+        noises = torch.randn((2, *data["actions"].shape), generator=torch_generator, device=device)
+        qf_losses = critic_loss_fn(data, noises[0], qf(data["obs"], data["actions"]))
+        qf_loss = 0.5 * qf_losses.sum()  # the release's (SB3) scaling; the paper's lambdas were tuned with it
+
+        q_optimizer.zero_grad(set_to_none=True)
+        qf_loss.backward()
+        # fused Adam skips the update if a loss is NaN/Inf (its found_inf input), so the critic stays finite
+        q_optimizer.found_inf = nonfinite_guard.check(qf1_loss=qf_losses[0], qf2_loss=qf_losses[1], qf_loss=qf_loss)
+        q_optimizer.step()
+
+        actor_loss = actor_loss_fn(data, noises[1])
+        # ===== LipsNet begin =====
+        lipsnet_penalty, lipsnet_k_mean = lipsnet_k_penalty(actor, data)
+        actor_loss = actor_loss + args.lam_k * lipsnet_penalty
+        # ===== LipsNet end =====
+        actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=actor_params)  # the critic's weights need no gradient here
+        actor_optimizer.found_inf = nonfinite_guard.check(actor_loss=actor_loss)
+        actor_optimizer.step()
+
+        # update the target network, all parameters in one fused in-place call
+        with torch.no_grad():
+            torch._foreach_lerp_(target_params, online_params, args.tau)
+        logged = {"qf1_loss": qf_losses[0], "qf2_loss": qf_losses[1], "qf_loss": qf_loss, "actor_loss": actor_loss}
+        # ===== LipsNet begin =====
+        logged.update(lipsnet_k_penalty=lipsnet_penalty, lipsnet_k_mean=lipsnet_k_mean)
+        # ===== LipsNet end =====
+        return logged
+
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        """An action of the stochastic policy for a batch of one observation."""
+        with torch.no_grad():
+            noise = torch.randn((1, act_dim), generator=torch_generator, device=device)
+            return actor.get_action(obs, noise)[0]
+
+    if graphs:  # --cudagraphs on a GPU: each function recorded once as a CUDA graph, then replayed (README "GPU")
+        update = CudaGraphed(update, torch_generator, "the update")
+        act = CudaGraphed(act, torch_generator, "the acting policy")
 
     def policy(obs: np.ndarray) -> np.ndarray:
         """Deterministic env-scale action, for evaluation."""
@@ -504,7 +549,8 @@ def main(args: Args) -> dict:
         restore_state(stateful, checkpoint, checkpoint_path)  # the training env replays its episode to this step
         obs = env.observation
         for group in (*actor_optimizer.param_groups, *q_optimizer.param_groups):
-            group["lr"] = args.learning_rate  # this invocation's flag wins over the saved value
+            # this invocation's flags win over the saved values
+            group["lr"], group["capturable"] = args.learning_rate, graphs
         start_step, eval_history, last_eval_obs = checkpoint["global_step"], checkpoint["eval_history"], \
             checkpoint["last_eval_obs"]
         wall_time_before, segments = checkpoint["wall_time_s"], checkpoint["segments"]
@@ -520,10 +566,7 @@ def main(args: Args) -> dict:
         if global_step <= args.learning_starts:
             action = numpy_rng.uniform(-1.0, 1.0, act_dim)
         else:
-            with torch.no_grad():
-                noise = torch.randn((1, act_dim), generator=torch_generator, device=device)
-                action, _ = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], noise)
-            action = action[0].cpu().numpy()
+            action = act(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0].cpu().numpy()
 
         # TRY NOT TO MODIFY: execute the game and log data.
         next_obs, reward, terminated, truncated, info = env.step(to_env_action(action, action_low, action_high))
@@ -542,42 +585,12 @@ def main(args: Args) -> dict:
         if global_step > args.learning_starts and global_step % args.train_freq == 0:
             for _ in range(args.gradient_steps):
                 data = rb.sample(args.batch_size, torch_generator)
-                noises = torch.randn((2, *data["actions"].shape), generator=torch_generator, device=device)
-                qf_losses = critic_loss_fn(data, noises[0], qf(data["obs"], data["actions"]))
-                qf_loss = 0.5 * qf_losses.sum()  # the release's (SB3) scaling; the paper's lambdas were tuned with it
-
-                # optimize the model
-                q_optimizer.zero_grad(set_to_none=True)
-                qf_loss.backward()
-                # fused Adam skips the update if a loss is NaN/Inf (its found_inf input), so the critic stays finite
-                q_optimizer.found_inf = nonfinite_guard.check(qf1_loss=qf_losses[0], qf2_loss=qf_losses[1],
-                                                              qf_loss=qf_loss)
-                q_optimizer.step()
-
-                actor_loss = actor_loss_fn(data, noises[1])
-                # ===== LipsNet begin =====
-                lipsnet_penalty, lipsnet_k_mean = lipsnet_k_penalty(actor, data)
-                actor_loss = actor_loss + args.lam_k * lipsnet_penalty
-                # ===== LipsNet end =====
-                actor_optimizer.zero_grad(set_to_none=True)
-                actor_loss.backward(inputs=actor_params)  # the critic's weights need no gradient here
-                actor_optimizer.found_inf = nonfinite_guard.check(actor_loss=actor_loss)
-                actor_optimizer.step()
-
-                # update the target network, all parameters in one fused in-place call
-                with torch.no_grad():
-                    torch._foreach_lerp_(target_params, online_params, args.tau)
+                logged = update(data)
 
             if global_step % args.log_freq == 0:
                 writer.add_scalar("losses/qf1_values", qf(data["obs"], data["actions"])[0].mean().item(), global_step)
-                writer.add_scalar("losses/qf1_loss", qf_losses[0].item(), global_step)
-                writer.add_scalar("losses/qf2_loss", qf_losses[1].item(), global_step)
-                writer.add_scalar("losses/qf_loss", qf_loss.item(), global_step)
-                writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                # ===== LipsNet begin =====
-                writer.add_scalar("losses/lipsnet_k_penalty", lipsnet_penalty.item(), global_step)
-                writer.add_scalar("losses/lipsnet_k_mean", lipsnet_k_mean.item(), global_step)
-                # ===== LipsNet end =====
+                for name, value in logged.items():
+                    writer.add_scalar(f"losses/{name}", value.item(), global_step)
                 writer.add_scalar("losses/alpha", args.alpha, global_step)
                 writer.add_scalar("charts/SPS", progress.sps(global_step), global_step)
 

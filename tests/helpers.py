@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cleanrl_pave"
 SCRIPTS = sorted(path.stem for path in PACKAGE.glob("*_continuous.py"))
 LOGGED = re.compile(r'add_scalar\(\s*f?"(losses/[A-Za-z0-9_]+)"')
+# the losses an update function returns in its `logged` dict, which the training loop logs as losses/<name>
+RETURNED = re.compile(r'logged = \{(.*?)\}|logged\.update\((.*?)\)$', re.DOTALL | re.MULTILINE)
 BASE_SCALARS = {"charts/SPS", "charts/episodic_return", "losses/qf1_loss", "losses/qf2_loss", "losses/actor_loss",
                 "losses/qf1_values", "eval/episodic_return", "eval/smoothness", "eval/action_change"}
 
@@ -29,8 +31,14 @@ def scalars(run_dir: pathlib.Path) -> dict[str, list]:
 def method_scalars(script: str) -> set[str]:
     """The `losses/...` names a variant logs beyond its base's: its method terms."""
     base = "td3_continuous" if script.startswith("td3") else "sac_continuous"
-    own = set(LOGGED.findall((PACKAGE / f"{script}.py").read_text()))
-    return own - set(LOGGED.findall((PACKAGE / f"{base}.py").read_text()))
+    return logged_names(script) - logged_names(base)
+
+
+def logged_names(script: str) -> set[str]:
+    text = (PACKAGE / f"{script}.py").read_text()
+    returned = {f"losses/{name}" for literal, keywords in RETURNED.findall(text)
+                for name in re.findall(r'"(\w+)":', literal) + re.findall(r'(\w+)=', keywords)}
+    return set(LOGGED.findall(text)) | returned
 
 
 def tiny_run(script: str, env_id: str, **overrides) -> tuple[dict, pathlib.Path]:

@@ -37,15 +37,15 @@ PLANTED = {
          "return ((qf_a_values - next_q_value) ** 2).mean(1) + torch.zeros(2)"),
         "no device: zeros at td3_continuous.py:{line}", True),
     "fused Adam's found_inf on the default device": (
-        ("            q_optimizer.step()\n",
-         "            q_optimizer.found_inf = torch.tensor(0.0)\n            q_optimizer.step()\n"),
+        ("        q_optimizer.step()\n",
+         "        q_optimizer.found_inf = torch.tensor(0.0)\n        q_optimizer.step()\n"),
         "no device: tensor at td3_continuous.py:{line}", True),
     "a NumPy round trip": (
         ("qf_losses = critic_loss_fn(data, target_noise,",
          "qf_losses = critic_loss_fn(data, torch.from_numpy(target_noise.numpy()),"),
         "host read: numpy at td3_continuous.py:{line}", False),
     "a host sync outside logging": (
-        ("qf_loss = qf_losses.sum()", "qf_loss = qf_losses.sum()\n            assert torch.isfinite(qf_loss)"),
+        ("qf_loss = qf_losses.sum()", "qf_loss = qf_losses.sum()\n        assert torch.isfinite(qf_loss)"),
         "host read: __bool__ at td3_continuous.py:{line}", False),
 }
 

@@ -9,11 +9,10 @@
    replay buffer), the PAVE non-finite guard (fused Adam's found_inf on the GPU), and whether the same seed gives the
    same evaluation twice on the GPU (reported; only the CPU promises it). Beside stage 1, in the same pool, every
    compiled speed variant runs once briefly on Hopper-v5 so that stage 3 finds its kernels compiled (torch's inductor
-   and Triton caches); those compile times are reported (the first variants' with cold caches; with --cudagraphs the
-   time printed covers the forward only, as the backward compiles at the first backward).
+   and Triton caches); those compile times are reported (the first variants' with cold caches).
 3. Learning-phase steps per second on Hopper-v5 of the TD3 and SAC bases and PAVE with
-   benchmark/measurements/script_speed.py, one run at a time: eager, with only the PAVE loss compiled (the PAVE scripts' default), with the losses compiled and replayed
-   as CUDA graphs (--cudagraphs), and, if --modes asks, compiled without graphs (--compile). The steady rate between
+   benchmark/measurements/script_speed.py, one run at a time: eager, with only the PAVE loss compiled (the PAVE scripts' default), with each whole update replayed as CUDA
+   graphs (--cudagraphs), and, if --modes asks, compiled without graphs (--compile). The steady rate between
    logged steps leaves compilation out. The last logged TD loss of each run is reported too: modes that run the same
    kernels give the same number, and compiling changes only the last digits.
 
