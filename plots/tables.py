@@ -18,6 +18,7 @@ which is what the authors' release computes (README: Evaluation and smoothness).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import warnings
@@ -238,6 +239,36 @@ def provenance_line(df: pd.DataFrame, fmt: str = "markdown") -> str:
 
     text = f"Runs: {len(runs)}; code: {counted('code')}; machines: {counted('machine')}.\n"
     return text.replace("_", "\\_") if fmt == "latex" else text
+
+
+def per_run_table(paths: list[str]) -> str:
+    """One markdown row per finished run (each results.json under `paths`), by run name: its final evaluation, its
+    final critic's geometry (the geometry.json beside it, if any), its training time and segments (the processes
+    that trained it, by start step), and the code and CPU that made it."""
+    files = sorted({file for path in map(Path, paths)
+                    for file in ([path] if path.is_file() else path.rglob("results.json"))},
+                   key=lambda file: file.parent.name)
+    if not files:
+        raise PlotInputError(f"no results.json under {', '.join(paths)}")
+    rows = ["| run | final return | final sm | mean \\|da\\| | final critic M_sup / NDef rate / cos | training time "
+            "| segments (start steps) | code, CPU |", "|---|--:|--:|--:|---|--:|---|---|"]
+    for file in files:
+        results = json.loads(file.read_text())
+        final, segments = results["eval"], results.get("segments", [])
+        geometry_file = file.parent / "geometry.json"
+        geometry = "–"
+        if geometry_file.is_file():
+            values = json.loads(geometry_file.read_text())
+            geometry = f"{values['M_sup']:.2f} / {values['ndef_rate']:.3f} / {values['cos_mean']:.3f}"
+        commits = dict.fromkeys(segment["code"]["commit"][:7] for segment in segments)
+        cpus = dict.fromkeys(segment["machine"]["cpu"] for segment in segments)
+        rows.append(
+            f"| `{results['run_name']}` | {final['return_mean']:.1f} ({final['return_std']:.1f}) "
+            f"| {final['smoothness_mean']:.3f} ({final['smoothness_std']:.3f}) | {final['action_change_mean']:.3f} "
+            f"| {geometry} | {results['wall_time_s'] / 3600:.1f} h "
+            f"| {len(segments)} ({', '.join(str(segment['start_step']) for segment in segments)}) "
+            f"| {', '.join(commits) or 'not recorded'}, {', '.join(cpus) or 'not recorded'} |")
+    return "\n".join(rows) + "\n"
 
 
 def during_training_rows(df: pd.DataFrame, steps=None) -> pd.DataFrame:
@@ -483,6 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--during-training", nargs="*", type=int, default=None, metavar="STEP",
                         help="the table of critic geometry during training (M_sup, NDef rate) from runs logged with "
                              "--geometry-freq, at these steps (default: the paper's steps for the envs present)")
+    parser.add_argument("--per-run", action="store_true",
+                        help="one row per finished run of --runs (final numbers, geometry, time, segments, code and CPU)")
     parser.add_argument("--provenance", action="store_true",
                         help="add a line saying which commits and machines the cells' runs come from")
     parser.add_argument("--out", type=Path, help="write here instead of stdout")
@@ -493,6 +526,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give at least one of --runs, --wandb-csv, --wandb-project, --geometry")
     options = dict(fmt=args.format, std=args.std, suite=args.suite, compare_paper=args.compare_paper)
     try:
+        if args.per_run:
+            if not args.runs:
+                parser.error("--per-run reads results.json files: give --runs")
+            text = per_run_table(args.runs)
+            sys.stdout.write(text) if not args.out else args.out.write_text(text)
+            return
         df = load_runs(inputs, args.wandb_project)
         if args.suite:
             df = suite_layout(args.suite).keep(df)

@@ -1,13 +1,20 @@
-"""What `--cudagraphs` relies on that a CPU can check. Recording and replaying need a GPU: the GPU check
-(`benchmark/measurements/graph_equivalence.py`, README "GPU") compares replayed training with eager training there."""
+"""`--cudagraphs`: what it relies on that a CPU can check, and, on a GPU only (skipped elsewhere; the device call
+`benchmark/measurements/graph_check.sh` runs them), PAVE's terms replayed as a CUDA graph against the autograd
+reference. The GPU check itself (`benchmark/measurements/graph_check.py`, README "GPU") compares replayed training
+with eager training loss by loss."""
 
 import re
 
 import pytest
 import torch
 
+from cleanrl_pave.compiling import compile_with_fallback
+from cleanrl_pave.cuda_graphs import WARMUP_CALLS, CudaGraphed
 from cleanrl_pave.nonfinite_guard import NonFiniteGuard
 from tests.helpers import PACKAGE, SCRIPTS
+from tests.test_pave import critic_and_batch, critic_fn, reference_terms, relative_error
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="records CUDA graphs: needs a GPU")
 
 
 def test_the_non_finite_guard_accumulates_its_flags_in_place():
@@ -48,3 +55,39 @@ def test_the_gpu_graph_check_compares_the_logged_losses_step_by_step(tmp_path):
     other = graph_check.same_training("td3_continuous", "Pendulum-v1", 40, device, {"a": [], "b": ["--seed", "2"]},
                                       tmp_path / "b")
     assert all(row["max_rel"] > 0 for row in other["differences"].values()), other
+
+
+@needs_gpu
+@pytest.mark.parametrize("script", ["td3_pave_continuous", "sac_pave_continuous"])
+def test_pave_terms_replayed_as_a_cuda_graph_match_the_autograd_reference(script, capsys):
+    """The PAVE loss as --cudagraphs runs it: compiled, recorded with its backward into the critic's gradients, and
+    replayed on new batches copied into the graph's inputs. Every call (the eager warm-up ones, the recording and two
+    replays) gives the terms and the parameter gradients of the release's autograd computation, in float64."""
+    module, qf, _ = critic_and_batch(script)
+    qf = qf.cuda()
+    params = list(qf.parameters())
+    weights, delta = (0.7, 1.3, 2.1), 0.3
+    compiled = compile_with_fallback(module.pave_terms, "the PAVE loss", "--no-pave-compile")
+
+    def step(data: dict) -> dict:
+        terms = compiled(qf, data["obs"], data["actions"], data["state_noise"], data["next_obs"], data["probes"],
+                         delta)
+        loss = terms["q"].sum() + sum(weight * terms[name] for name, weight in zip(("mpr", "vfc", "curv"), weights))
+        qf.zero_grad(set_to_none=True)
+        loss.backward()
+        return {name: terms[name].detach() for name in ("q", "mpr", "vfc", "curv")} | \
+            {f"grad{index}": param.grad for index, param in enumerate(params)}
+
+    graphed = CudaGraphed(step, torch.Generator("cuda"), "the PAVE step")
+    for seed in range(WARMUP_CALLS + 3):
+        data = {key: value.cuda() for key, value in critic_and_batch(script, seed=seed + 10)[2].items()}
+        out = graphed(data)
+        reference = reference_terms([critic_fn(qf, critic) for critic in range(2)], delta=delta, **data)
+        reference_loss = reference["q"].sum() + sum(weight * reference[name] for name, weight
+                                                    in zip(("mpr", "vfc", "curv"), weights))
+        reference_grads = torch.autograd.grad(reference_loss, params)
+        for name in ("q", "mpr", "vfc", "curv"):
+            assert relative_error(out[name], reference[name].detach()) < 1e-6, (seed, name)
+        for index, reference_grad in enumerate(reference_grads):
+            assert relative_error(out[f"grad{index}"], reference_grad) < 1e-6, (seed, index)
+    assert graphed.graph is not None and "recorded the PAVE step as a CUDA graph" in capsys.readouterr().out

@@ -61,6 +61,20 @@ def test_each_pages_status_line_counts_its_committed_runs():
         assert name in page, f"{name} is committed but not on the page"
 
 
+def test_the_lunarlander_pages_table_of_finished_runs_is_the_committed_data():
+    """The page's table of finished runs is exactly what plots/tables.py --per-run renders from the committed
+    results.json and geometry files, row for row, so no number on it can drift from its run."""
+    from plots.tables import per_run_table
+
+    table = per_run_table([str(PAGES / "lunarlander")])
+    assert table in (PAGES / "lunarlander.md").read_text(), table
+    first_row = table.splitlines()[2].split(" | ")
+    results = json.loads(sorted((PAGES / "lunarlander").glob("*/results.json"),
+                                key=lambda path: path.parent.name)[0].read_text())
+    assert first_row[1] == f"{results['eval']['return_mean']:.1f} ({results['eval']['return_std']:.1f})"
+    assert first_row[-1].startswith(results["segments"][0]["code"]["commit"][:7])
+
+
 def test_the_committed_runs_render_as_the_paper_tables(tmp_path):
     from plots import tables
 

@@ -142,6 +142,7 @@ def main() -> None:
         if 3 in args.stages:
             variants = {f"{script} {mode}": (script, flags) for script in args.scripts
                         for mode, flags in (("default", []), ("cudagraphs", ["--cudagraphs"]))}
+            (workdir / "speed").mkdir()
             samples, failures = measure(variants, args.env_id, 1000, args.speed_steps, args.speed_repetitions,
                                         device_flags, workdir / "speed")
             steady = medians(samples, "steady_sps")
