@@ -10,6 +10,10 @@ training trains, does every script record, and how fast is it? One device call (
    warning ("could not record", "could not compile").
 3. Speed. Steady learning-phase steps per second of `--scripts` on `--env-id` in their default mode and with
    `--cudagraphs`, side by side (benchmark/measurements/script_speed.py), and the ratio.
+4. (Only when asked, `--stages 4`.) Where a step's time goes: each of `--scripts` with `--cudagraphs` for
+   `--learning-steps` learning steps under cProfile, the host's time per function (the env step, acting and its read
+   back, sampling, the graph replays, logging), top 25 by own time. A replay only enqueues work, so the GPU's time
+   shows where the host next waits for it: the acting policy's read back of its action.
 
     python -m benchmark.measurements.graph_check --out $OUT                    # on the GPU machine
     python -m benchmark.measurements.graph_check --device cpu --scripts td3_continuous --learning-steps 40 \\
@@ -23,6 +27,7 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import pstats
 import re
 import subprocess
 import sys
@@ -35,6 +40,10 @@ from benchmark.measurements.script_speed import measure, medians
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_SCRIPTS = ["td3_continuous", "sac_continuous", "td3_pave_continuous", "sac_pave_continuous"]
 MODES = {"compile": ["--compile"], "cudagraphs": ["--cudagraphs"]}
+# (file, function) of a step's parts, for stage 4: the env step, acting, sampling, storing, the updates, logging
+KEY_FUNCTIONS = [("checkpointing.py", "(step)"), ("cuda_graphs.py", "(__call__)"), ("cuda_graphs.py", "(_record)"),
+                 ("td3_", "(sample)"), ("sac_", "(sample)"), ("td3_", "(add)"), ("sac_", "(add)"),
+                 ("writer.py", "(add_scalar)"), ("~", "(<method 'cpu' of 'torch._C.TensorBase' objects>)")]
 RECORDED = re.compile(r"^recorded (.+) as a CUDA graph", re.MULTILINE)
 FALLBACK = re.compile(r"^warning: could not (record|compile) .*$", re.MULTILINE)
 
@@ -154,7 +163,36 @@ def main() -> None:
                 print(f"{script:24s} default {default}  cudagraphs {graphed}  {ratio}", flush=True)
             for name, failure in failures.items():
                 print(f"FAILED {name}: {failure}")
+        if 4 in args.stages:
+            report["profile"] = {script: profile(script, args.env_id, args.learning_steps, device_flags, workdir)
+                                 for script in args.scripts}
+            for script, top in report["profile"].items():
+                print(f"{script} --cudagraphs, host time by function (own s, cumulative s, calls, function); the "
+                      "top 25 by own time, then a step's parts:")
+                for row in top:
+                    print(f"  {row['own_s']:8.3f} {row['cumulative_s']:8.3f} {row['calls']:8d}  {row['function']}")
     path.write_text(json.dumps(report, indent=1))
+
+
+def profile(script: str, env_id: str, learning_steps: int, device_flags: list[str], workdir: pathlib.Path) -> list:
+    """The top 25 functions by own host time of a --cudagraphs run under cProfile."""
+    cwd = workdir / f"profile_{script}"
+    cwd.mkdir(parents=True, exist_ok=True)
+    flags = ["--env-id", env_id, "--seed", "1", "--learning-starts", "1000", "--total-timesteps",
+             str(1000 + learning_steps), "--eval-freq", "0", "--eval-episodes", "1", "--progress-interval", "0",
+             "--cudagraphs", "--run-name", "profile", *device_flags]
+    environment = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(cwd / "run.prof"),
+                    str(REPO / "cleanrl_pave" / f"{script}.py"), *flags], cwd=cwd, env=environment, check=True,
+                   capture_output=True, timeout=900)
+    stats = pstats.Stats(str(cwd / "run.prof"))
+    rows = sorted(((own, calls, cumulative, f"{pathlib.Path(file).name}:{line}({name})")
+                   for (file, line, name), (_, calls, own, cumulative, _) in stats.stats.items()), reverse=True)
+    # the parts of a step, by their cumulative time (compilation and start-up are in the first replays' and calls')
+    parts = [row for row in rows if any(row[3].startswith(prefix) and row[3].endswith(suffix) for prefix, suffix in
+                                        KEY_FUNCTIONS)]
+    return [{"own_s": own, "calls": calls, "cumulative_s": cumulative, "function": function}
+            for own, calls, cumulative, function in [*rows[:25], *parts]]
 
 
 if __name__ == "__main__":
