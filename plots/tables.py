@@ -501,6 +501,30 @@ def _latex_escape(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
+def tables_text(args: argparse.Namespace, inputs: list[str], options: dict) -> str:
+    """The paper-style tables (or the during-training table) of the loaded runs, and the provenance line if asked."""
+    df = load_runs(inputs, args.wandb_project)
+    if args.suite:
+        df = suite_layout(args.suite).keep(df)
+    if args.during_training is not None:
+        text = during_training_table(df, args.during_training, **options)
+    else:
+        present = set(df["metric"])
+        metric_groups = [
+            group for group in (
+                [metric for metric in PERFORMANCE_METRICS if metric in present],
+                [metric for metric in GEOMETRY_METRICS if metric in present],
+            ) if group
+        ]
+        if not metric_groups:
+            where = f" of suite {args.suite}" if args.suite else ""
+            raise PlotInputError(f"no final evaluations (results.json, W&B summaries) or geometry JSONs among the loaded runs{where}")
+        text = "\n".join(make_table(df, metrics=group, **options) for group in metric_groups)
+    if args.provenance:
+        text += "\n" + provenance_line(df, args.format)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Paper-style tables (env x method, mean (std)) from cleanrl_pave runs.")
     parser.add_argument("--runs", nargs="+", default=[], metavar="PATH", help="runs/ trees, run directories or results.json files")
@@ -525,32 +549,10 @@ def main(argv: list[str] | None = None) -> None:
     if not inputs and not args.wandb_project:
         parser.error("give at least one of --runs, --wandb-csv, --wandb-project, --geometry")
     options = dict(fmt=args.format, std=args.std, suite=args.suite, compare_paper=args.compare_paper)
+    if args.per_run and not args.runs:
+        parser.error("--per-run reads results.json files: give --runs")
     try:
-        if args.per_run:
-            if not args.runs:
-                parser.error("--per-run reads results.json files: give --runs")
-            text = per_run_table(args.runs)
-            sys.stdout.write(text) if not args.out else args.out.write_text(text)
-            return
-        df = load_runs(inputs, args.wandb_project)
-        if args.suite:
-            df = suite_layout(args.suite).keep(df)
-        if args.during_training is not None:
-            text = during_training_table(df, args.during_training, **options)
-        else:
-            present = set(df["metric"])
-            metric_groups = [
-                group for group in (
-                    [metric for metric in PERFORMANCE_METRICS if metric in present],
-                    [metric for metric in GEOMETRY_METRICS if metric in present],
-                ) if group
-            ]
-            if not metric_groups:
-                where = f" of suite {args.suite}" if args.suite else ""
-                raise PlotInputError(f"no final evaluations (results.json, W&B summaries) or geometry JSONs among the loaded runs{where}")
-            text = "\n".join(make_table(df, metrics=group, **options) for group in metric_groups)
-        if args.provenance:
-            text += "\n" + provenance_line(df, args.format)
+        text = per_run_table(args.runs) if args.per_run else tables_text(args, inputs, options)
     except PlotInputError as error:
         sys.exit(f"error: {error}")
     if args.out:
