@@ -421,6 +421,9 @@ def main(args: Args) -> dict:
         critic_loss_fn = compile_with_fallback(critic_loss_fn, "the critic loss", opt_out)
         actor_loss_fn = compile_with_fallback(actor_loss_fn, "the actor loss", opt_out)
 
+    # NaN/Inf losses flagged on the device inside the updates, read at the logging interval
+    nonfinite_guard = NonFiniteGuard()
+
     def update(data: dict) -> dict[str, torch.Tensor]:
         """One gradient step of the twin critics, then of the actor, then the critic target's Polyak update, on one
         batch; returns the losses to log."""
@@ -472,7 +475,6 @@ def main(args: Args) -> dict:
 
     # TRY NOT TO MODIFY: start the game
     obs, _ = env.reset(seed=args.seed)
-    nonfinite_guard = NonFiniteGuard()
     # everything the rest of the run depends on: a checkpoint saves these parts, a resume restores them, so a run
     # interrupted any number of times ends with the numbers of its uninterrupted run (README: Reproducibility)
     stateful = {"actor": actor, "qf": qf, "qf_target": qf_target, "actor_optimizer": actor_optimizer,
