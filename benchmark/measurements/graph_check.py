@@ -116,25 +116,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--speed-steps", type=int, default=1000)
     parser.add_argument("--speed-repetitions", type=int, default=1)
-    parser.add_argument("--modes", nargs=2, metavar=("A", "B"),
-                        help="two flag strings to compare in stage 1 instead of --compile and --cudagraphs")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device_flags = [] if args.device == "cuda" else ["--no-cuda"]
-    modes = {f"A: {args.modes[0]}": args.modes[0].split(), f"B: {args.modes[1]}": args.modes[1].split()} \
-        if args.modes else MODES
     report = {"device": args.device, "env_id": args.env_id}
     path = out / "graph_check.json"
     with tempfile.TemporaryDirectory(prefix="graph_check_") as workdir:
         workdir = pathlib.Path(workdir)
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
             if 1 in args.stages:
-                report["same_training"] = list(pool.map(
-                    lambda script: same_training(script, args.env_id, args.learning_steps, device_flags, modes,
-                                                 workdir / "same"), args.scripts))
-                path.write_text(json.dumps(report, indent=1))
-                for row in report["same_training"]:
+                report["same_training"] = []
+                for row in pool.map(lambda script: same_training(script, args.env_id, args.learning_steps,
+                                                                 device_flags, MODES, workdir / "same"), args.scripts):
+                    report["same_training"].append(row)  # kept as each finishes: a timed-out call keeps the rest
+                    path.write_text(json.dumps(report, indent=1))
                     print(f"{row['script']}: {'ok' if row['ok'] else 'FAILED ' + row['detail']}")
                     for tag, difference in row.get("differences", {}).items():
                         print(f"  {tag:28s} max abs {difference['max_abs']:.3g}  max rel {difference['max_rel']:.3g}"
@@ -143,9 +139,10 @@ def main() -> None:
                     print(f"  final eval return {row.get('final_return')}", flush=True)
             if 2 in args.stages:
                 scripts = sorted(p.stem for p in (REPO / "cleanrl_pave").glob("*_continuous.py"))
-                report["records"] = list(pool.map(lambda script: records(script, device_flags, workdir), scripts))
-                path.write_text(json.dumps(report, indent=1))
-                for row in report["records"]:
+                report["records"] = []
+                for row in pool.map(lambda script: records(script, device_flags, workdir), scripts):
+                    report["records"].append(row)
+                    path.write_text(json.dumps(report, indent=1))
                     print(f"{row['script']:32s} {'ok' if row['ok'] else 'FAILED'}  recorded {row['recorded']}  "
                           f"{row['warnings'] or ''} {row['detail']}", flush=True)
         if 3 in args.stages:

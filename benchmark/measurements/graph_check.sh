@@ -5,7 +5,8 @@
 #   run  command "bash benchmark/measurements/graph_check.sh profile"  carry [".whl"]  timeout_s 540   (stage 4 only)
 # The graph-capture probe first (what torch records here, seconds) and the GPU tests of tests/test_cuda_graphs.py
 # (100 s), then the three stages, each bounded so that the call ends inside its limit and keeps what finished: same
-# training (130 s), every script records (110 s, 12 at a time), speed (170 s). Everything lands in $OUT (graph_check.json and the logs).
+# training (130 s), every script records (110 s, 12 at a time), speed (170 s). Everything lands in $OUT
+# (graph_check.json, rewritten as each script finishes, and the logs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-graph_check_out}
@@ -25,6 +26,6 @@ timeout 30 python3 -m benchmark.measurements.graph_capture_probe --json "$out/gr
 timeout 100 python3 -m pytest -q -n 0 -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tee "$out/pytest.log"
 for stage in 1 2 3; do
     limit=$(case $stage in 1) echo 130;; 2) echo 110;; 3) echo 170;; esac)
-    timeout "$limit" python3 -m benchmark.measurements.graph_check --stages "$stage" --workers 12 --out "$out/stage$stage" 2>&1 \
-        | tee "$out/stage$stage.log"
+    timeout "$limit" python3 -m benchmark.measurements.graph_check --stages "$stage" --workers 12 \
+        --out "$out/stage$stage" 2>&1 | tee "$out/stage$stage.log"
 done
