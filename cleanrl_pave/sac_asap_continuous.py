@@ -502,6 +502,7 @@ def main(args: Args) -> dict:
         with torch.no_grad():  # P_targ's Polyak step, at every gradient step
             torch._foreach_lerp_(asap_target_params, actor_params, args.asap_tau)
         # ===== ASAP end =====
+        # the losses to log as losses/<name> (a method adds its terms with logged.update)
         logged = {"qf1_loss": qf_losses[0], "qf2_loss": qf_losses[1], "qf_loss": qf_loss, "actor_loss": actor_loss}
         # ===== ASAP begin =====
         logged.update(asap_temporal=asap_temporal, asap_spatial=asap_spatial, asap_predictor=asap_predictor)

@@ -533,6 +533,7 @@ def main(args: Args) -> dict:
         # update the target network, all parameters in one fused in-place call
         with torch.no_grad():
             torch._foreach_lerp_(target_params, online_params, args.tau)
+        # the losses to log as losses/<name> (a method adds its terms with logged.update)
         logged = {"qf1_loss": qf_losses[0], "qf2_loss": qf_losses[1], "qf_loss": qf_loss, "actor_loss": actor_loss}
         # ===== PAVE begin =====
         logged.update(pave_mpr=pave["mpr"], pave_vfc=pave["vfc"], pave_curv=pave["curv"])

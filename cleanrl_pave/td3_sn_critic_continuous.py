@@ -453,6 +453,7 @@ def main(args: Args) -> dict:
         # fused Adam skips the update if a loss is NaN/Inf (its found_inf input), so the critic stays finite
         q_optimizer.found_inf = nonfinite_guard.check(qf1_loss=qf_losses[0], qf2_loss=qf_losses[1], qf_loss=qf_loss)
         q_optimizer.step()
+        # the losses to log as losses/<name> (a method adds its terms with logged.update)
         logged = {"qf1_loss": qf_losses[0], "qf2_loss": qf_losses[1], "qf_loss": qf_loss}
         return logged
 
@@ -467,6 +468,7 @@ def main(args: Args) -> dict:
         # update the target networks, all parameters in one fused in-place call
         with torch.no_grad():
             torch._foreach_lerp_(target_params, online_params, args.tau)
+        # the losses to log as losses/<name> (a method adds its terms with logged.update)
         logged = {"actor_loss": actor_loss}
         return logged
 
