@@ -14,7 +14,6 @@ with `capturable=True`, the non-finite guard accumulates its flags in place).
 
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 import torch
@@ -29,19 +28,26 @@ class CudaGraphed:
     and replays it; every later call copies its arguments into those inputs and replays. It returns the recorded
     outputs, which each replay overwrites in place (read them before the next call).
 
-    If recording fails, one warning line says why and `fn` runs eager from then on, as the scripts do when a loss does
-    not compile: a run never dies of its graphs."""
+    If recording fails, the run stops with one line saying why and how to train without graphs: a failed capture can
+    leave the device's stream and the generator in capture state, so the process cannot simply go on eager."""
 
     def __init__(self, fn: Callable, generator: torch.Generator, what: str, warmup: int = WARMUP_CALLS):
         self.fn, self.generator, self.what, self.warmup = fn, generator, what, warmup
-        self.calls, self.graph, self.inputs, self.outputs, self.eager = 0, None, None, None, False
+        self.calls, self.graph, self.inputs, self.outputs = 0, None, None, None
 
     def __call__(self, *args):
-        if self.eager:
-            return self.fn(*args)
         if self.graph is not None:
-            for static, value in zip(pytree.tree_leaves(self.inputs), pytree.tree_leaves(args)):
-                if isinstance(static, torch.Tensor):
+            values, structure = pytree.tree_flatten(args)
+            if structure != self.structure:
+                raise ValueError(f"{self.what}: called with arguments of another structure than it was recorded with")
+            for static, value in zip(self.inputs, values):  # a replay cannot take another shape or constant
+                if not isinstance(static, torch.Tensor):
+                    if static != value:
+                        raise ValueError(f"{self.what}: {value!r} where it was recorded with {static!r}")
+                elif static.shape != value.shape:
+                    raise ValueError(f"{self.what}: shape {tuple(value.shape)} where it was recorded with "
+                                     f"{tuple(static.shape)}")
+                else:
                     static.copy_(value)
             self.graph.replay()
             return self.outputs
@@ -61,20 +67,19 @@ class CudaGraphed:
     def _record(self, args: tuple):
         # the graph's inputs keep the arguments' strides (a batch's fields are column views of one gather), so that a
         # compiled loss sees the layout it was compiled for and does not recompile while recording
-        self.inputs = pytree.tree_map_only(
-            torch.Tensor, lambda x: torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device).copy_(x),
-            args)
-        graph = torch.cuda.CUDAGraph()
+        values, self.structure = pytree.tree_flatten(args)
+        self.inputs = [torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device).copy_(x)
+                       if isinstance(x, torch.Tensor) else x for x in values]
+        graph, stream = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
         try:
             graph.register_generator_state(self.generator)
             with torch.cuda.graph(graph):
-                self.outputs = self.fn(*self.inputs)
-        except Exception as error:  # recording ran no kernel: the state is as before this call
+                self.outputs = self.fn(*pytree.tree_unflatten(self.inputs, self.structure))
+        except Exception as error:
+            torch.cuda.set_stream(stream)  # an invalidated capture leaves its own stream current
             reason = (str(error).strip().splitlines() or [""])[0]
-            print(f"warning: could not record {self.what} as a CUDA graph ({type(error).__name__}: {reason}); "
-                  "running it eager (--no-cudagraphs skips recording and this warning)", file=sys.stderr, flush=True)
-            self.eager, self.inputs, self.outputs = True, None, None
-            return self.fn(*args)
+            raise SystemExit(f"error: could not record {self.what} as a CUDA graph ({type(error).__name__}: "
+                             f"{reason}); train without --cudagraphs") from error
         self.graph = graph
         print(f"recorded {self.what} as a CUDA graph (after {self.warmup} eager calls)", flush=True)
         graph.replay()

@@ -91,3 +91,37 @@ def test_pave_terms_replayed_as_a_cuda_graph_match_the_autograd_reference(script
         for index, reference_grad in enumerate(reference_grads):
             assert relative_error(out[f"grad{index}"], reference_grad) < 1e-6, (seed, index)
     assert graphed.graph is not None and "recorded the PAVE step as a CUDA graph" in capsys.readouterr().out
+
+
+@needs_gpu
+def test_a_function_that_cannot_be_recorded_stops_the_run_with_one_line():
+    """A host sync inside a recorded function invalidates the capture: the run stops with one line naming the function
+    and the way out, and the device still works on the default stream afterwards."""
+    x = torch.ones(3, device="cuda")
+    graphed = CudaGraphed(lambda t: t * t.sum().item(), torch.Generator("cuda"), "a host-syncing step", warmup=1)
+    assert graphed(x).sum().item() == 9.0  # the eager call
+    with pytest.raises(SystemExit) as stop:
+        graphed(x)
+    message = str(stop.value)
+    assert len(message.splitlines()) == 1 and message.startswith("error: could not record a host-syncing step as a "
+                                                                 "CUDA graph (") and "without --cudagraphs" in message
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert (x * 2).sum().item() == 6.0
+
+
+@needs_gpu
+def test_a_replay_copies_new_values_in_and_refuses_another_shape():
+    """Each replay computes on the values it was called with and continues the registered generator's stream as eager
+    draws would; an argument of another shape than the recorded one is refused, not broadcast."""
+    generator = torch.Generator("cuda").manual_seed(0)
+    graphed = CudaGraphed(lambda batch: {"doubled": 2 * batch["x"], "noise": torch.randn(2, generator=generator,
+                                                                                          device="cuda")},
+                          generator, "a small step", warmup=1)
+    outputs = [graphed({"x": torch.full((4,), float(value), device="cuda")}) for value in range(4)]
+    # call 0 ran eager, call 1 recorded and replayed, calls 2 and 3 replayed into the same output tensors
+    assert outputs[0]["doubled"].tolist() == [0.0] * 4 and outputs[-1]["doubled"].tolist() == [6.0] * 4
+    eager = torch.Generator("cuda").manual_seed(0)
+    draws = torch.stack([torch.randn(2, generator=eager, device="cuda") for _ in range(4)])
+    assert torch.equal(outputs[-1]["noise"], draws[-1])  # the replays continued the generator's stream
+    with pytest.raises(ValueError, match="shape"):
+        graphed({"x": torch.zeros(5, device="cuda")})

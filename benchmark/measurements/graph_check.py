@@ -6,8 +6,8 @@ training trains, does every script record, and how fast is it? One device call (
    launched from Python) and `--cudagraphs` (recorded after 3 eager updates, then replayed). Reported per script: the
    largest absolute and relative difference of each logged loss over the run, and the final evaluation returns.
 2. Every script records. Each of the 22 scripts runs briefly with `--cudagraphs` on Pendulum-v1: it must finish,
-   print "recorded ... as a CUDA graph" for each update function and the acting policy, and print no fallback
-   warning ("could not record", "could not compile").
+   print "recorded ... as a CUDA graph" for each update function and the acting policy, and print no warning that
+   a loss could not compile (a failed recording stops the run with an error line).
 3. Speed. Steady learning-phase steps per second of `--scripts` on `--env-id` in their default mode and with
    `--cudagraphs`, side by side (benchmark/measurements/script_speed.py), and the ratio.
 4. (Only when asked, `--stages 4`.) Where a step's time goes: each of `--scripts` with `--cudagraphs` for
@@ -45,7 +45,7 @@ KEY_FUNCTIONS = [("checkpointing.py", "(step)"), ("cuda_graphs.py", "(__call__)"
                  ("td3_", "(sample)"), ("sac_", "(sample)"), ("td3_", "(add)"), ("sac_", "(add)"),
                  ("writer.py", "(add_scalar)"), ("~", "(<method 'cpu' of 'torch._C.TensorBase' objects>)")]
 RECORDED = re.compile(r"^recorded (.+) as a CUDA graph", re.MULTILINE)
-FALLBACK = re.compile(r"^warning: could not (record|compile) .*$", re.MULTILINE)
+FALLBACK = re.compile(r"^warning: could not compile .*$", re.MULTILINE)
 
 
 def run(script: str, flags: list[str], cwd: pathlib.Path, timeout: float = 900) -> subprocess.CompletedProcess:
