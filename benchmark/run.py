@@ -292,7 +292,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scripts-dir", type=Path, default=SCRIPTS_DIR, help="where <script>.py files live")
     tracking = parser.add_argument_group("Weights & Biases")
     tracking.add_argument("--track", action="store_true",
-                          help="runs log to W&B, grouped by suite, tagged with the suite's tags and cell tag")
+                          help="runs log to W&B, grouped by cell (the run name without its seed), tagged with the suite and cell tags")
     tracking.add_argument("--wandb-project-name", default="cleanrl_pave")
     tracking.add_argument("--wandb-entity", default=None)
     gpu_options = parser.add_argument_group("GPUs (benchmark/README.md, \"Behaviour\")")

@@ -146,7 +146,7 @@ class Args:
     pave_delta: float = 1.0
     """curvature margin delta of Curv = sum_i mean relu(v^T H_i v + delta)"""
     pave_compile: bool = True
-    """compile the PAVE loss (torch.compile, once per process; README "Speed"; not when all three weights are 0);
+    """compile the PAVE loss (torch.compile, once per process; README "PAVE"; not when all three weights are 0);
     eager if compiling fails"""
     # ===== PAVE end =====
 

@@ -148,7 +148,7 @@ class Args:
     pave_delta: float = 1.0
     """curvature margin delta of Curv = sum_i mean relu(v^T H_i v + delta)"""
     pave_compile: bool = True
-    """compile the PAVE loss (torch.compile, once per process; README "Speed"; not when all three weights are 0);
+    """compile the PAVE loss (torch.compile, once per process; README "PAVE"; not when all three weights are 0);
     eager if compiling fails"""
     lam_k: float = 1e-5
     """weight lambda_K of the LipsNet penalty mean(K(s)^2) in the actor loss (paper: 1e-5 on every env)"""
