@@ -22,7 +22,7 @@ import json
 import math
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -196,16 +196,26 @@ def make_table(
     compare_paper: bool = False,
     paper_csv: Path = PAPER_CSV,
     paper_tables: tuple[str, ...] | None = None,
+    envs: tuple[str, ...] | None = None,
 ) -> str:
     """The table of ``metrics`` (rows: env x metric, columns: methods) as markdown or LaTeX text, one per
     backbone. ``suite`` (a benchmark suite name) keeps its runs and shows all its envs and methods, with
     or without runs. With ``compare_paper`` every method column gets the paper's value and the
     difference ours - paper beside it, from the first of ``paper_tables`` holding the cell (default: the suite's
-    tables, or all of the paper's main ones)."""
+    tables, or all of the paper's main ones). ``envs`` keeps only those rows (the suite's or the paper's order stays)."""
     if fmt not in _MARKUP:
         raise PlotInputError(f"format must be 'markdown' or 'latex', not {fmt!r}")
     metrics = tuple(metrics)
     layout = suite_layout(suite) if suite else None
+    if envs is not None:
+        envs = tuple(envs)
+        unknown = [env for env in envs if env not in (layout.envs if layout else tuple(df["env"].unique()))]
+        if unknown:
+            where = f"suite {suite} envs" if layout else "the loaded runs envs"
+            raise PlotInputError(f"--env {' '.join(unknown)}: not among {where}")
+        df = df[df["env"].isin(envs)]
+        if layout is not None:
+            layout = replace(layout, envs=tuple(env for env in layout.envs if env in envs))
     summary = summarize(df, metrics, std)
     if layout is not None:
         summary = layout.keep(summary)
@@ -506,6 +516,13 @@ def tables_text(args: argparse.Namespace, inputs: list[str], options: dict) -> s
     df = load_runs(inputs, args.wandb_project)
     if args.suite:
         df = suite_layout(args.suite).keep(df)
+    if args.env:
+        known = suite_layout(args.suite).envs if args.suite else tuple(df["env"].unique())
+        unknown = [env for env in args.env if env not in known]
+        if unknown:
+            raise PlotInputError(f"--env {' '.join(unknown)}: not among "
+                                 f"{f'suite {args.suite} envs' if args.suite else 'the loaded runs envs'} ({', '.join(known)})")
+        df = df[df["env"].isin(args.env)]
     if args.during_training is not None:
         text = during_training_table(df, args.during_training, **options)
     else:
@@ -519,7 +536,7 @@ def tables_text(args: argparse.Namespace, inputs: list[str], options: dict) -> s
         if not metric_groups:
             where = f" of suite {args.suite}" if args.suite else ""
             raise PlotInputError(f"no final evaluations (results.json, W&B summaries) or geometry JSONs among the loaded runs{where}")
-        text = "\n".join(make_table(df, metrics=group, **options) for group in metric_groups)
+        text = "\n".join(make_table(df, metrics=group, envs=args.env, **options) for group in metric_groups)
     if args.provenance:
         text += "\n" + provenance_line(df, args.format)
     return text
@@ -532,6 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb-project", nargs="+", default=[], metavar="ENTITY/PROJECT", help="read finished runs via the W&B API (online)")
     parser.add_argument("--geometry", nargs="+", default=[], metavar="DIR", help="directories or files of critic-geometry JSONs")
     parser.add_argument("--suite", help="a benchmark suite (benchmark/suites/<name>.json): its runs, envs, methods and paper tables")
+    parser.add_argument("--env", nargs="+", metavar="ENV", help="only these envs' rows (default: every env of the suite or runs)")
     parser.add_argument("--format", choices=list(_MARKUP), default="markdown")
     parser.add_argument("--std", choices=("seeds", "episodes"), default="seeds", help="std across seeds (default) or over pooled episodes")
     parser.add_argument("--compare-paper", action="store_true", help="put the paper's values and ours - paper beside each method")

@@ -580,6 +580,22 @@ def test_wandb_api_offline(monkeypatch, runs_dir, all_results):
 # --------------------------------------------------------------------------------------------------- CLI
 
 
+def test_env_keeps_only_those_rows_with_the_same_cells(runs_dir):
+    """--env Hopper-v5: the Hopper rows of the suite's table, cell for cell, and nothing else."""
+    full = markdown_cells(make_table(load_runs(runs_dir), suite="td3_main", compare_paper=True))
+    only = markdown_cells(make_table(load_runs(runs_dir), suite="td3_main", compare_paper=True, envs=("Hopper-v5",)))
+    assert list(only) == [("Hopper-v5", "re"), ("Hopper-v5", "sm")]
+    assert only == {key: full[key] for key in only}
+    stats = expected_stats("Hopper-v5", "pave", "sm")
+    assert re.sub(r"</?u>|\*\*", "", only[("Hopper-v5", "sm")]["pave"]) == f"{stats['mean']:.3f} ({stats['std_seeds']:.3f})"
+    with pytest.raises(PlotInputError, match="--env Walker2d-v5: not among the loaded runs envs"):
+        make_table(load_runs(runs_dir), envs=("Walker2d-v5",))
+    done = run_cli("tables.py", "--runs", str(runs_dir), "--suite", "td3_main", "--env", "Foo-v1")
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: --env Foo-v1: not among suite td3_main envs (LunarLanderContinuous-v3, Pendulum-v1, Reacher-v5, Ant-v5, "
+        "Hopper-v5, Walker2d-v5)"]
+
+
 def run_cli(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "plots" / script), *args], capture_output=True, text=True, cwd=REPO)
 
