@@ -75,6 +75,26 @@ def test_the_lunarlander_pages_table_of_finished_runs_is_the_committed_data():
     assert first_row[-1].startswith(results["segments"][0]["code"]["commit"][:7])
 
 
+def test_the_lunarlander_pages_tables_so_far_are_their_commands_output(tmp_path, monkeypatch):
+    """Every `python plots/tables.py ...` command of the page's "Tables so far" section, run here on the committed
+    data, prints text that the page holds verbatim (benchmark/reproduction/refresh_tables.py writes it)."""
+    import glob
+    import shlex
+
+    from plots import tables
+
+    page = (PAGES / "lunarlander.md").read_text()
+    section = page[page.index("## Tables so far"):page.index("## Finished runs")]
+    commands = [line for line in section.splitlines() if line.startswith("python plots/tables.py ")]
+    assert len(commands) == 5 and section.count("### ") == 3
+    monkeypatch.chdir(REPO)
+    for number, command in enumerate(commands):
+        argv = [path for word in shlex.split(command)[2:] for path in (sorted(glob.glob(word)) if "*" in word else [word])]
+        out = tmp_path / f"{number}.md"
+        tables.main([*argv, "--out", str(out)])
+        assert out.read_text().strip() in section, command
+
+
 def test_the_committed_runs_render_as_the_paper_tables(tmp_path):
     from plots import tables
 
