@@ -209,10 +209,7 @@ def make_table(
     layout = suite_layout(suite) if suite else None
     if envs is not None:
         envs = tuple(envs)
-        unknown = [env for env in envs if env not in (layout.envs if layout else tuple(df["env"].unique()))]
-        if unknown:
-            where = f"suite {suite} envs" if layout else "the loaded runs envs"
-            raise PlotInputError(f"--env {' '.join(unknown)}: not among {where}")
+        check_envs(envs, layout.envs if layout else tuple(df["env"].unique()), suite)
         df = df[df["env"].isin(envs)]
         if layout is not None:
             layout = replace(layout, envs=tuple(env for env in layout.envs if env in envs))
@@ -236,6 +233,14 @@ def make_table(
         paper_cells = _paper_cells(paper, backbone, paper_tables) if paper is not None else None
         blocks.append(_render(ours, backbone, envs, methods, metrics, fmt, std, suite, paper_cells))
     return "\n\n".join(blocks) + "\n"
+
+
+def check_envs(envs, known: tuple[str, ...], suite: str | None) -> None:
+    """--env names only envs of the suite (or, without one, of the loaded runs)."""
+    unknown = [env for env in envs if env not in known]
+    if unknown:
+        where = f"suite {suite} envs" if suite else "the loaded runs envs"
+        raise PlotInputError(f"--env {' '.join(unknown)}: not among {where} ({', '.join(known)})")
 
 
 def provenance_line(df: pd.DataFrame, fmt: str = "markdown") -> str:
@@ -516,12 +521,8 @@ def tables_text(args: argparse.Namespace, inputs: list[str], options: dict) -> s
     df = load_runs(inputs, args.wandb_project)
     if args.suite:
         df = suite_layout(args.suite).keep(df)
-    if args.env:
-        known = suite_layout(args.suite).envs if args.suite else tuple(df["env"].unique())
-        unknown = [env for env in args.env if env not in known]
-        if unknown:
-            raise PlotInputError(f"--env {' '.join(unknown)}: not among "
-                                 f"{f'suite {args.suite} envs' if args.suite else 'the loaded runs envs'} ({', '.join(known)})")
+    if args.env:  # checked before filtering, so a wrong name is named rather than reported as "no runs"
+        check_envs(args.env, suite_layout(args.suite).envs if args.suite else tuple(df["env"].unique()), args.suite)
         df = df[df["env"].isin(args.env)]
     if args.during_training is not None:
         text = during_training_table(df, args.during_training, **options)

@@ -23,12 +23,6 @@ SECTION = "## Tables so far"
 PART = re.compile(r"(### [^\n]*\n\n```bash\n(.*?)```\n)(.*?)(?=\n##|\Z)", re.S)
 
 
-def page_commands(page: str) -> list[list[str]]:
-    """The `plots/tables.py` commands of each part of the page's tables section."""
-    return [[line for line in match.group(2).splitlines() if line.startswith("python plots/tables.py ")]
-            for match in PART.finditer(tables_section(page))]
-
-
 def tables_section(page: str) -> str:
     start = page.index(SECTION)
     end = page.find("\n## ", start + len(SECTION))
