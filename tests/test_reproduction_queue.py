@@ -54,17 +54,21 @@ def test_progress_is_the_last_progress_line_of_the_runs_log(tmp_path):
     assert queue.hours_left(item, tmp_path) == pytest.approx(0.75 * hours)
 
 
-def test_the_next_run_is_the_first_that_fits_before_the_sessions_end(tmp_path):
-    td3 = queue.entry(LL, "td3_continuous", 922852, "lunarlander")       # 2.3 h
+def test_the_next_run_is_the_longest_that_fits_before_the_sessions_end_one_under_way_first(tmp_path):
     sac = queue.entry(LL, "sac_continuous", 922852, "lunarlander")       # 0.9 h
+    sac_caps = queue.entry(LL, "sac_caps_continuous", 922852, "lunarlander")  # 1.4 h
+    td3 = queue.entry(LL, "td3_continuous", 922852, "lunarlander")       # 2.3 h
     td3_pave = queue.entry(LL, "td3_pave_continuous", 178132, "lunarlander")  # 7 h
-    pending = [td3, sac, td3_pave]
-    assert queue.pick(pending, tmp_path, None) is td3                      # no session end: in order
-    assert queue.pick(pending, tmp_path, 3.0) is td3
-    assert queue.pick(pending, tmp_path, 1.0) is sac                       # td3 would not finish
-    assert queue.pick(pending, tmp_path, 0.5) is td3                       # nothing fits: the first
+    pending = [sac, sac_caps, td3, td3_pave]
+    assert queue.pick(pending, tmp_path, None) is sac                      # no session end: in order
+    assert queue.pick(pending, tmp_path, 3.0) is td3                       # the longest that fits
+    assert queue.pick(pending, tmp_path, 2.0) is sac_caps                  # td3 would not finish
+    assert queue.pick(pending, tmp_path, 1.0) is sac
+    assert queue.pick(pending, tmp_path, 0.5) is sac                       # nothing fits: the first
+    sac_again = queue.entry(LL, "sac_continuous", 410580, "lunarlander")   # 0.9 h too, later in the order
+    assert queue.pick([sac, sac_again], tmp_path, 1.0) is sac              # of equals, the first
     write_log(tmp_path, td3_pave, 450000, 500000)                          # 0.7 h left
-    assert queue.pick(pending, tmp_path, 1.0) is td3_pave                  # under way and fits: before sac
+    assert queue.pick(pending, tmp_path, 3.0) is td3_pave                  # under way and fits: before td3
     assert queue.pick(pending, tmp_path, 0.5) is td3_pave                  # nothing fits: the one under way
     write_log(tmp_path, td3_pave, 50000, 500000)                           # 6.3 h left
     assert queue.pick(pending, tmp_path, 1.0) is sac

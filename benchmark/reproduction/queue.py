@@ -11,11 +11,13 @@ the final model (computed by the checkout's code) and, for runs with `--geometry
 training (`geometry_during_training.json`, from its TensorBoard events). A failed run stops the queue (the other run
 finishes) with its log named: it is investigated, not rerun with other settings.
 
-Which run next: the first entry of `entries()` whose estimated time left (`HOURS`, scaled by the progress its log
-shows) ends before `--until`, the end of the working session, a run under way (it has a log) before one not started;
-when none fits, the first run under way or else the first entry anyway, so both cores stay busy. A session's end stops the runs in flight, and they
-resume only if the next session has the same machine (checkpoints live on the machine, outside the repository), so
-runs that fit in the session go first. `--dry-run` prints the order and each run's runner command.
+Which run next: of the runs whose estimated time left (`HOURS`, scaled by the progress its log shows) ends before
+`--until`, the end of the working session, the first under way (it has a log), else the longest not started (the first
+of `entries()` among equals); when none fits, the first run under way or else the first entry anyway, so both cores
+stay busy. A session's end stops the runs in flight, and they resume only if the next session has the same machine
+(checkpoints live on the machine, outside the repository), so runs that fit in the session go first, and the longest
+of them first: a run of nearly a session's length finishes only when it starts at the session's start, while short
+runs fill what is left. `--dry-run` prints the order and each run's runner command.
 """
 
 from __future__ import annotations
@@ -87,13 +89,16 @@ def hours_left(item: dict, out: Path) -> float:
 
 
 def pick(pending: list[dict], out: Path, hours_to_deadline: float | None) -> dict:
-    """The next run to start: the first that ends before the deadline (one under way before one not started), else
-    the first one under way, else the first."""
+    """The next run to start: of those that end before the deadline, the first under way, else the longest not
+    started; when none fits (or there is no deadline), the first under way, else the first."""
     under_way = [item for item in pending if progress(item, out) is not None]
     if hours_to_deadline is not None:
-        for item in under_way + pending:
-            if hours_left(item, out) <= hours_to_deadline:
-                return item
+        fitting = [item for item in under_way if hours_left(item, out) <= hours_to_deadline]
+        if fitting:
+            return fitting[0]
+        fitting = [item for item in pending if item not in under_way and hours_left(item, out) <= hours_to_deadline]
+        if fitting:
+            return max(fitting, key=lambda item: hours_left(item, out))  # max keeps the first of equals
     return (under_way + pending)[0]
 
 
