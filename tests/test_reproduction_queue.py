@@ -62,9 +62,9 @@ def test_the_next_run_is_the_longest_that_fits_before_the_sessions_end_one_under
     pending = [sac, sac_caps, td3, td3_pave]
     assert queue.pick(pending, tmp_path, None) is sac                      # no session end: in order
     assert queue.pick(pending, tmp_path, 3.0) is td3                       # the longest that fits
-    assert queue.pick(pending, tmp_path, 2.0) is sac_caps                  # td3 would not finish
+    assert queue.pick(pending, tmp_path, 2.4) is sac_caps                  # td3 fits only without the 10% margin
     assert queue.pick(pending, tmp_path, 1.0) is sac
-    assert queue.pick(pending, tmp_path, 0.5) is sac                       # nothing fits: the first
+    assert queue.pick(pending, tmp_path, 0.95) is sac                      # nothing fits with the margin: the first
     sac_again = queue.entry(LL, "sac_continuous", 410580, "lunarlander")   # 0.9 h too, later in the order
     assert queue.pick([sac, sac_again], tmp_path, 1.0) is sac              # of equals, the first
     write_log(tmp_path, td3_pave, 450000, 500000)                          # 0.7 h left
