@@ -43,8 +43,8 @@ HOURS = {  # a whole run at one thread beside another run: benchmark/measurement
     (LL, "sac_continuous"): 0.9, (LL, "sac_caps_continuous"): 1.4, (LL, "sac_pave_continuous"): 2.3,
     (PENDULUM, "td3_continuous"): 0.45, (PENDULUM, "td3_grad_continuous"): 0.5, (PENDULUM, "td3_pave_continuous"): 1.5,
 }
-MARGIN = 1.1  # a run fits only with 10% to spare: the measured wall times are within about 10% of HOURS on both
-# machine types seen (e.g. TD3 CAPS 2.95 h on AMD EPYC against its 2.8), and a run that misses the end is lost
+MARGIN = 1.1  # a run fits only with 10% to spare: the wall times measured on the AMD EPYC machine are mostly within
+# about 10% of HOURS (TD3 CAPS ran at a pace of about 3 h against its 2.8), and a run that misses the end is lost
 PROGRESS = re.compile(r"step (\d+)/(\d+) \(")
 
 
