@@ -12,12 +12,12 @@ training (`geometry_during_training.json`, from its TensorBoard events). A faile
 finishes) with its log named: it is investigated, not rerun with other settings.
 
 Which run next: of the runs whose estimated time left (`HOURS`, scaled by the progress its log shows, plus 10%) ends
-before `--until`, the end of the working session, the first under way (it has a log), else the longest not started
-(the first of `entries()` among equals); when none fits, the first run under way or else the first entry anyway, so
-both cores stay busy. A session's end stops the runs in flight, and they resume only if the next session has the same machine
-(checkpoints live on the machine, outside the repository), so runs that fit in the session go first, and the longest
-of them first: a run of nearly a session's length finishes only when it starts at the session's start, while short
-runs fill what is left. `--dry-run` prints the order and each run's runner command.
+before `--until`, the end of the working session, the first under way (it has a log), else the longest not started (the
+first of `entries()` among equals); when none fits, the first run under way or else the first entry anyway, so both
+cores stay busy. A session's end stops the runs in flight, and they resume only if the next session has the same machine
+(checkpoints live on the machine, outside the repository), so runs that fit in the session go first, and the longest of
+them first: a run of nearly a session's length finishes only when it starts at the session's start, while short runs
+fill what is left. `--dry-run` prints the order and each run's runner command.
 """
 
 from __future__ import annotations
