@@ -13,8 +13,12 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PAGES = REPO / "benchmark" / "reproduction"
 PENDULUM = PAGES / "pendulum"
-DATA = {"pendulum": ("Pendulum-v1", 100_000), "pendulum_rerun": ("Pendulum-v1", 100_000),
-        "lunarlander": ("LunarLanderContinuous-v3", 500_000)}
+DATA = {"pendulum": ("Pendulum-v1", 100_000), "lunarlander": ("LunarLanderContinuous-v3", 500_000)}
+# the Pendulum runs that were resumed before resume was exact, rerun from scratch in one process each at the campaign's
+# commit; their results replaced the resumed runs' (the Pendulum page: Reruns)
+PENDULUM_RERUNS = [f"Pendulum-v1__{script}__{seed}" for script, seed in [
+    ("td3_continuous", 178132), ("td3_continuous", 410580), ("td3_continuous", 922852),
+    ("td3_grad_continuous", 410580), ("td3_grad_continuous", 922852), ("td3_pave_continuous", 410580)]]
 PAPER_SEEDS = [178132, 410580, 922852, 787576, 660993]
 RESULTS = sorted(PENDULUM.glob("*/results.json"))
 ALL_RESULTS = sorted(path for folder in DATA for path in (PAGES / folder).glob("*/results.json"))
@@ -48,7 +52,8 @@ def test_each_run_is_a_paper_run_with_the_scripts_defaults(path):
                    "wandb_entity", "wandb_group", "wandb_tags"}
     expected = json.loads(json.dumps({key: value for key, value in vars(defaults).items() if key not in bookkeeping}))
     assert {key: config[key] for key in expected} == expected
-    if path.parent.parent.name != "pendulum":  # runs made since exact resume: one commit, and provenance recorded
+    if path.parent.parent.name != "pendulum" or path.parent.name in PENDULUM_RERUNS:
+        # runs made since exact resume: one commit, and provenance recorded
         codes = {(segment["code"]["commit"], segment["code"]["dirty"]) for segment in results["segments"]}
         assert len(codes) == 1 and not next(iter(codes))[1], codes
 
@@ -113,13 +118,19 @@ def test_the_committed_runs_render_as_the_paper_tables(tmp_path):
             assert all(row.split("|")[3].strip() not in ("", "–") for row in pendulum_rows)
 
 
-@pytest.mark.parametrize("folder", ["lunarlander", "pendulum_rerun"])
-def test_the_runs_made_since_exact_resume_render_as_the_paper_tables(folder, tmp_path):
+@pytest.mark.parametrize("name", PENDULUM_RERUNS)
+def test_each_pendulum_rerun_ran_in_one_process_from_step_0(name):
+    """What the Pendulum page says of the reruns: one uninterrupted process each, so each is exactly its seed's run."""
+    results = json.loads((PENDULUM / name / "results.json").read_text())
+    assert [segment["start_step"] for segment in results["segments"]] == [0]
+    assert (PENDULUM / name / "geometry.json").exists()
+
+
+def test_the_runs_made_since_exact_resume_render_as_the_paper_tables(tmp_path):
     from plots import tables
 
+    folder = "lunarlander"
     runs = sorted((PAGES / folder).glob("*/results.json"))
-    if not runs:
-        pytest.skip(f"no run of {folder}/ has finished yet")
     env_id, out = DATA[folder][0], tmp_path / "table.md"
     for backbone in sorted({json.loads(path.read_text())["script"].split("_")[0] for path in runs}):
         tables.main(["--runs", str(PAGES / folder), "--suite", f"{backbone}_main", "--compare-paper", "--provenance",

@@ -66,7 +66,7 @@ def test_the_next_run_is_the_longest_that_fits_before_the_sessions_end_one_under
     assert queue.pick(pending, tmp_path, 1.0) is sac
     assert queue.pick(pending, tmp_path, 0.95) is sac                      # nothing fits with the margin: the first
     sac_again = queue.entry(LL, "sac_continuous", 410580, "lunarlander")   # 0.9 h too, later in the order
-    pendulum = queue.entry("Pendulum-v1", "td3_continuous", 410580, "pendulum_rerun")  # 0.45 h, first in the list
+    pendulum = queue.entry("Pendulum-v1", "td3_continuous", 410580, "pendulum", out="pendulum_rerun")  # 0.45 h, first in the list
     assert queue.pick([pendulum, sac, sac_again], tmp_path, 1.0) is sac   # of the longest equals, the first
     write_log(tmp_path, td3_pave, 450000, 500000)                          # 0.7 h left
     assert queue.pick(pending, tmp_path, 3.0) is td3_pave                  # under way and fits: before td3

@@ -62,9 +62,10 @@ def entries() -> list[dict]:
              for seed in SEEDS for script in ("td3_continuous", "sac_continuous", "sac_pave_continuous")]
     tier2 = [entry(LL, script, seed, "lunarlander") for seed in SEEDS
              for script in ("sac_caps_continuous", "td3_caps_continuous")]
-    pendulum = [entry(PENDULUM, "td3_continuous", seed, "pendulum_rerun", out="pendulum_rerun") for seed in SEEDS]
-    pendulum += [entry(PENDULUM, "td3_grad_continuous", seed, "pendulum_rerun", out="pendulum_rerun") for seed in (s2, s3)]
-    pendulum += [entry(PENDULUM, "td3_pave_continuous", s2, "pendulum_rerun", out="pendulum_rerun")]
+    # the reruns' results replaced the resumed runs' in pendulum/; their outputs have a folder of their own
+    pendulum = [entry(PENDULUM, "td3_continuous", seed, "pendulum", out="pendulum_rerun") for seed in SEEDS]
+    pendulum += [entry(PENDULUM, "td3_grad_continuous", seed, "pendulum", out="pendulum_rerun") for seed in (s2, s3)]
+    pendulum += [entry(PENDULUM, "td3_pave_continuous", s2, "pendulum", out="pendulum_rerun")]
     td3_pave = [entry(LL, "td3_pave_continuous", seed, "lunarlander", flags=DURING_TRAINING) for seed in SEEDS]
     return tier1 + tier2 + pendulum + td3_pave
 
